@@ -1,0 +1,172 @@
+"""Prediction certificates and poisoning-objective bounds over a parameter box.
+
+A test point is *certified* when every parameter vector in the box and every test input within
+``test_eps`` (l-infinity) gives the correct class: for one logit, ``z > 0`` for label 1 and
+``z < 0`` for label 0 (torch's rule ``pred = z > 0``, so both are strict); for several logits the
+margin ``z_y - z_j`` is provably positive for every ``j != y``. The margin is bounded through the
+last layer as ``(W_y - W_j) a + (b_y - b_j)``, which keeps the shared activation ``a`` and is
+tighter than comparing separate logit bounds. A point whose bounds are NaN or infinite anywhere is
+never certified.
+
+Poisoning goals (as in abstract gradient training): the worst-case mean test loss (untargeted), the
+worst-case accuracy (targeted: certified points are correct under every attack; points whose
+prediction is provably wrong stay wrong), and the worst-case success of a backdoor whose trigger
+lies in an l-infinity ball (a triggered point can only change its prediction if it is not
+certified at the trigger radius).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .data_checks import check_inputs, check_labels
+from .interval.losses import bounded_loss, label_mask
+from .interval.step import ParamBox, forward
+from .interval.tensor import Interval, linear, outward_rounding
+from .model import ModelSpec
+
+
+def input_box(X: torch.Tensor, eps: float) -> Interval | torch.Tensor:
+    if eps < 0 or eps != eps:
+        raise ValueError(f"test eps must be a non-negative number, got {eps!r}")
+    return X if eps == 0 else Interval(X - eps, X + eps, check=False)
+
+
+def logit_bounds(spec: ModelSpec, box: ParamBox, X: torch.Tensor, eps: float = 0.0, exact: bool = False) -> Interval:
+    """Bounds on the logits of every input within ``eps`` of ``X`` for every parameter in ``box``."""
+    x = input_box(X, eps)
+    pre, _ = forward(spec, box, x if isinstance(x, Interval) else Interval.point(x), exact=exact)
+    return pre[-1]
+
+
+def margin_bounds(
+    spec: ModelSpec, box: ParamBox, X: torch.Tensor, y: torch.Tensor, eps: float, loss: str, exact: bool = False
+) -> Interval:
+    """Bounds on the classification margin (N,): positive lower bound = certified correct,
+    negative upper bound = provably wrong."""
+    x = input_box(X, eps)
+    x = x if isinstance(x, Interval) else Interval.point(x)
+    pre, post = forward(spec, box, x, exact=exact)
+    logits = pre[-1]
+    if spec.out_features == 1:
+        # label 1 needs z > 0, label 0 needs z < 0: the margin is z or -z
+        sign = (2 * y - 1).reshape(-1)
+        z = logits[:, 0]
+        return Interval(torch.where(sign > 0, z.lo, -z.hi), torch.where(sign > 0, z.hi, -z.lo), check=False)
+    last = spec.layers[-1]
+    a = post[-2] if len(spec.layers) > 1 else x
+    W, b = box[last.weight], box[last.bias] if last.bias else None
+    yi = y.long().reshape(-1)
+    Wy = W[yi]  # (N, in)
+    dW = Interval(Wy.lo.unsqueeze(1) - W.hi.unsqueeze(0), Wy.hi.unsqueeze(1) - W.lo.unsqueeze(0), check=False)  # (N, C, in)
+    m = (dW * a.unsqueeze(1)).sum(dim=2)  # (N, C)
+    if b is not None:
+        by = b[yi]
+        db = Interval(by.lo.unsqueeze(1) - b.hi.unsqueeze(0), by.hi.unsqueeze(1) - b.lo.unsqueeze(0), check=False)
+        m = m + db
+    inf = torch.tensor(torch.inf, dtype=m.dtype, device=m.device)
+    self_mask = torch.nn.functional.one_hot(yi, spec.out_features).bool()
+    lo = torch.where(self_mask, inf, m.lo).amin(dim=1)
+    hi = torch.where(self_mask, inf, m.hi).amin(dim=1)
+    finite = logits.is_finite().all(dim=1) & m.is_finite().all(dim=1)
+    nan = torch.tensor(torch.nan, dtype=m.dtype, device=m.device)
+    return Interval(torch.where(finite, lo, nan), torch.where(finite, hi, nan), check=False)
+
+
+def certified_mask(spec, box, X, y, eps, loss, exact=False) -> torch.Tensor:
+    """True where the prediction is provably correct (finite bounds and positive margin)."""
+    m = margin_bounds(spec, box, X, y, eps, loss, exact)
+    finite = torch.isfinite(m.lo) & torch.isfinite(m.hi)
+    return finite & (m.lo > 0)
+
+
+@dataclass
+class CertReport:
+    """Per-sample certificates and aggregate bounds for one test set.
+
+    ``certified``: provably correct for every reachable model and test input; ``provably_wrong``:
+    wrong for all of them; ``logits``: logit bounds (N, C); ``margin``: margin bounds (classification);
+    ``test_loss_bounds``: bounds on the mean test loss over the box (untargeted goal);
+    ``accuracy_bounds``: (worst, best) accuracy any reachable model can have (targeted goal);
+    ``backdoor_success_upper``: upper bound on the fraction of points a trigger in the
+    ``trigger_eps`` ball can flip (None when no trigger radius was given).
+    """
+
+    certified: torch.Tensor
+    provably_wrong: torch.Tensor
+    logits: Interval
+    margin: Interval | None
+    nominal_correct: torch.Tensor
+    test_eps: float
+    test_loss_bounds: tuple[float, float]
+    accuracy_bounds: tuple[float, float] | None
+    backdoor_success_upper: float | None
+    trigger_eps: float | None
+
+    @property
+    def certified_accuracy(self) -> float | None:
+        if self.margin is None:
+            return None
+        return float(self.certified.double().mean())
+
+    @property
+    def clean_accuracy(self) -> float | None:
+        if self.margin is None:
+            return None
+        return float(self.nominal_correct.double().mean())
+
+    def summary(self) -> dict:
+        return {
+            "test_eps": self.test_eps,
+            "n": int(self.certified.shape[0]),
+            "clean_accuracy": self.clean_accuracy,
+            "certified_accuracy": self.certified_accuracy,
+            "accuracy_bounds": self.accuracy_bounds,
+            "test_loss_bounds": self.test_loss_bounds,
+            "backdoor_success_upper": self.backdoor_success_upper,
+            "trigger_eps": self.trigger_eps,
+        }
+
+
+def _nominal_predictions(result, X: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        z = result.nominal(X)
+    return (z[:, 0] > 0).to(z.dtype) if z.shape[1] == 1 else z.argmax(dim=1).to(z.dtype)
+
+
+def certify(result, X_test: torch.Tensor, y_test: torch.Tensor, test_eps: float = 0.0, trigger_eps: float | None = None) -> CertReport:
+    """Certify the predictions of every model in ``result``'s parameter box on a test set, against
+    test-time perturbations up to ``test_eps``; see the module docstring for the goals bounded."""
+    spec, cfg = result.spec, result.config
+    dtype = next(iter(result.param_bounds.values()))[0].dtype
+    device = next(iter(result.param_bounds.values()))[0].device
+    X = check_inputs(spec, X_test, "test", dtype, device)
+    y, task, num_classes = check_labels(spec, y_test, X.shape[0], cfg.loss, "test", dtype, device)
+    for eps_name, eps in (("test_eps", test_eps), ("trigger_eps", trigger_eps)):
+        if eps is not None and (not isinstance(eps, (int, float)) or eps != eps or eps < 0):
+            raise ValueError(f"{eps_name} must be a non-negative number, got {eps!r}")
+    box = result.box()
+    with outward_rounding(cfg.outward_rounding):
+        logits = logit_bounds(spec, box, X, test_eps, exact=cfg.exact_matmul)
+        labels = Interval.point(y) if task == "regression" else label_mask(y, num_classes)
+        loss_iv, _ = bounded_loss(cfg.loss, logits, labels)
+        finite_loss = loss_iv.is_finite()
+        loss_bounds = (
+            float(loss_iv.lo.mean()) if bool(finite_loss.all()) else float("nan"),
+            float(loss_iv.hi.mean()) if bool(finite_loss.all()) else float("inf"),
+        )
+        if task == "regression":
+            empty = torch.zeros(X.shape[0], dtype=torch.bool, device=device)
+            return CertReport(empty, empty, logits, None, empty, float(test_eps), loss_bounds, None, None, trigger_eps)
+        margin = margin_bounds(spec, box, X, y, test_eps, cfg.loss, exact=cfg.exact_matmul)
+        finite = torch.isfinite(margin.lo) & torch.isfinite(margin.hi)
+        certified = finite & (margin.lo > 0)
+        wrong = finite & (margin.hi < 0)
+        backdoor = None
+        if trigger_eps is not None:
+            trig = certified_mask(spec, box, X, y, trigger_eps, cfg.loss, exact=cfg.exact_matmul)
+            backdoor = 1.0 - float(trig.double().mean())
+    nominal_correct = _nominal_predictions(result, X) == y
+    acc = (float(certified.double().mean()), 1.0 - float(wrong.double().mean()))
+    return CertReport(certified, wrong, logits, margin, nominal_correct, float(test_eps), loss_bounds, acc, backdoor, trigger_eps)

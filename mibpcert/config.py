@@ -1,0 +1,98 @@
+"""The one validated configuration object of a certified training run."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from .interval.losses import check_loss
+
+METHODS = ("interval", "mibp")
+MODES = ("per_sample", "joint")
+RELAX = ("milp", "lp")
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclass
+class TrainConfig:
+    """SGD recipe and certification options.
+
+    Training: ``epochs`` passes over the data in the given order (``shuffle=True`` permutes with
+    ``seed`` each epoch), consecutive batches of ``batch_size`` (the last partial batch kept), the
+    mean ``loss`` per batch, step ``lr`` multiplied by ``lr_decay`` after every epoch, L2
+    ``weight_decay`` as in ``torch.optim.SGD``.
+
+    Certification: ``method="interval"`` bounds every step with intervals; ``"mibp"`` also solves
+    the step's mixed-integer bilinear program with ``backend`` in ``mode`` and intersects.
+    ``select_epoch``: return the epoch whose box certifies most of the validation set passed to
+    :func:`certified_train` (at ``val_eps``); the choice only looks at bounds, so it stays sound.
+    """
+
+    epochs: int = 1
+    lr: float = 0.1
+    batch_size: int = 100
+    loss: str = "bce"
+    weight_decay: float = 0.0
+    lr_decay: float = 1.0
+    shuffle: bool = False
+    seed: int = 0
+    method: str = "interval"
+    backend: str = "highs"
+    mode: str = "per_sample"
+    relax: str = "milp"
+    partitions: int = 1
+    time_limit: float | None = 10.0
+    threads: int = 1
+    workers: int = 1
+    select_epoch: bool = False
+    val_eps: float = 0.0
+    device: str = "cpu"
+    dtype: str = "float64"
+    outward_rounding: bool = True
+    exact_matmul: bool = False
+    checkpoint_dir: str | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+
+        for name in ("epochs", "batch_size", "threads", "workers", "partitions"):
+            positive_int(name)
+        for name in ("lr", "weight_decay", "lr_decay", "val_eps"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or v != v or v < 0 or v == float("inf"):
+                raise ValueError(f"TrainConfig.{name} must be a finite non-negative number, got {v!r}")
+        if self.lr == 0:
+            raise ValueError("TrainConfig.lr must be positive")
+        check_loss(self.loss)
+        if self.method not in METHODS:
+            raise ValueError(f"TrainConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"TrainConfig.mode must be one of {MODES}, got {self.mode!r}")
+        if self.relax not in RELAX:
+            raise ValueError(f"TrainConfig.relax must be one of {RELAX}, got {self.relax!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"TrainConfig.dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"TrainConfig.device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ValueError(f"TrainConfig.time_limit must be positive or None, got {self.time_limit!r}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(self.device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"TrainConfig.device={self.device!r} but CUDA is not available; use 'cpu' or 'auto'")
+        return dev
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

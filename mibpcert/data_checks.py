@@ -1,0 +1,65 @@
+"""Validation of user data against the model and loss, with one clear message per problem."""
+from __future__ import annotations
+
+import torch
+
+from .interval.losses import BINARY_LOSSES
+from .model import ModelSpec
+from .threats import TaskInfo
+
+
+def task_of(loss: str) -> str:
+    return "binary" if loss in BINARY_LOSSES else ("multiclass" if loss == "ce" else "regression")
+
+
+def check_inputs(spec: ModelSpec, X, what: str = "training", dtype=torch.float64, device="cpu") -> torch.Tensor:
+    """Check an input matrix (N, in_features): a finite real tensor of the model's width."""
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"{what} inputs must be a torch.Tensor, got {type(X).__name__}")
+    if X.dim() != 2:
+        raise ValueError(f"{what} inputs must have shape (N, {spec.in_features}), got {tuple(X.shape)}")
+    if X.shape[1] != spec.in_features:
+        raise ValueError(f"{what} inputs have {X.shape[1]} features but the model expects {spec.in_features}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{what} inputs are empty")
+    X = X.to(device=device, dtype=dtype)
+    if not bool(torch.isfinite(X).all()):
+        raise ValueError(f"{what} inputs contain NaN or infinite values ({int((~torch.isfinite(X)).sum())} entries)")
+    return X
+
+
+def check_labels(spec: ModelSpec, y, n: int, loss: str, what: str = "training", dtype=torch.float64, device="cpu"):
+    """Check labels for ``loss``; returns (labels, task, num_classes)."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{what} labels must be a torch.Tensor, got {type(y).__name__}")
+    if y.shape[0] != n:
+        raise ValueError(f"{what} labels have {y.shape[0]} rows but the inputs have {n}")
+    y = y.to(device=device, dtype=dtype)
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"{what} labels contain NaN or infinite values")
+    task = task_of(loss)
+    C = spec.out_features
+    if task == "binary":
+        if C != 1:
+            raise ValueError(f"loss {loss!r} needs a model with 1 output logit, the model has {C}")
+        if y.dim() != 1 or not bool(((y == 0) | (y == 1)).all()):
+            raise ValueError(f"loss {loss!r} needs labels of shape (N,) with values 0 or 1")
+        return y, task, 2
+    if task == "multiclass":
+        if C < 2:
+            raise ValueError("loss 'ce' needs a model with at least 2 output logits")
+        if y.dim() != 1 or not bool((y == y.round()).all()) or bool((y < 0).any()) or bool((y >= C).any()):
+            raise ValueError(f"loss 'ce' needs integer class labels of shape (N,) in [0, {C - 1}]")
+        return y, task, C
+    if y.dim() == 1 and C == 1:
+        y = y.unsqueeze(1)
+    if y.dim() != 2 or y.shape[1] != C:
+        raise ValueError(f"loss 'mse' needs targets of shape (N, {C}), got {tuple(y.shape)}")
+    return y, task, None
+
+
+def check_training_data(spec: ModelSpec, X, y, loss: str, batch_size: int, dtype, device, what: str = "training"):
+    """Validate a data set; returns ``(X, y, TaskInfo)`` on the run's device and dtype."""
+    X = check_inputs(spec, X, what, dtype, device)
+    y, task, num_classes = check_labels(spec, y, X.shape[0], loss, what, dtype, device)
+    return X, y, TaskInfo(task, num_classes, spec.in_features, min(batch_size, X.shape[0]))

@@ -1,0 +1,167 @@
+"""The interval training step: bounds on every parameter after one SGD step.
+
+For every sample of a batch the forward pass, the loss gradient and the backward pass are run on
+intervals (parameters in the current box, inputs and labels in the threat's region), giving an
+interval on the sample's gradient of every parameter. The batch gradient is the mean of the
+per-sample gradients; with a budget of k poisoned samples the sum is bounded by the clean sums
+plus the k largest per-sample increases (see :mod:`mibpcert.threats`). The update
+``theta' = (1 - lr*wd) theta - lr * mean_i g_i`` is then bounded term by term. Every operation is
+an inclusion-monotone interval operation, so each real trajectory stays inside the boxes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..model import ModelSpec
+from .losses import bounded_loss
+from .tensor import Interval, linear, rounding_enabled, _gamma, _widen
+
+ParamBox = dict  # name -> Interval
+
+
+@dataclass
+class SampleTrace:
+    """Per-sample bounds on every intermediate quantity of one forward/backward pass.
+
+    ``pre[l]``/``post[l]``: pre-activation and activation of layer l (B, out_l); ``inputs``: the
+    input box (B, in); ``dlogits``: d loss / d logits (B, C); ``deltas[l]``: d loss / d pre[l];
+    ``grads[name]``: the sample's gradient of each parameter (B, *shape); ``loss``: (B,).
+    """
+
+    inputs: Interval
+    pre: list[Interval]
+    post: list[Interval]
+    loss: Interval
+    dlogits: Interval
+    deltas: list[Interval]
+    grads: dict[str, Interval]
+
+
+def forward(spec: ModelSpec, params: ParamBox, x: Interval | torch.Tensor, exact: bool = False) -> tuple[list[Interval], list[Interval]]:
+    """Interval forward pass; returns pre-activations and activations of every layer."""
+    pre: list[Interval] = []
+    post: list[Interval] = []
+    a: Interval | torch.Tensor = x
+    for layer in spec.layers:
+        z = linear(a, params[layer.weight], params[layer.bias] if layer.bias else None, exact=exact)
+        pre.append(z)
+        a = z.relu() if layer.relu else z
+        post.append(a)
+    return pre, post
+
+
+def sample_bounds(
+    spec: ModelSpec, params: ParamBox, x: Interval, labels, loss: str, exact: bool = False
+) -> SampleTrace:
+    """Bounds on each sample's loss, intermediate quantities and parameter gradients."""
+    pre, post = forward(spec, params, x, exact=exact)
+    loss_iv, delta = bounded_loss(loss, pre[-1], labels)
+    dlogits = delta
+    deltas: list[Interval] = [delta] * len(spec.layers)
+    grads: dict[str, Interval] = {}
+    for li in range(len(spec.layers) - 1, -1, -1):
+        layer = spec.layers[li]
+        a_prev = x if li == 0 else post[li - 1]
+        deltas[li] = delta
+        grads[layer.weight] = delta.unsqueeze(2) * a_prev.unsqueeze(1)  # (B, out, in)
+        if layer.bias is not None:
+            grads[layer.bias] = delta
+        if li > 0:
+            w = params[layer.weight]
+            back = linear(delta, Interval(w.lo.T, w.hi.T, check=False), None, exact=exact)  # delta @ W
+            delta = back * pre[li - 1].relu_grad()
+    return SampleTrace(x, pre, post, loss_iv, dlogits, deltas, grads)
+
+
+def _sum0(t: torch.Tensor, up: bool) -> torch.Tensor:
+    """Sum over dim 0, rounded outward (up or down) when outward rounding is on."""
+    s = t.sum(0)
+    if rounding_enabled():
+        err = _gamma(t.shape[0], t.dtype) * t.abs().sum(0) + torch.finfo(t.dtype).tiny
+        lo, hi = _widen(s, s, err)
+        s = hi if up else lo
+    return s
+
+
+def aggregate(base: Interval, poisoned: Interval | None, k: int | None) -> Interval:
+    """Bounds on the batch sum of per-sample gradients (dim 0) when at most ``k`` samples lie in
+    the poisoned region and the rest in the base region (``k=None``: all may be poisoned)."""
+    B = base.shape[0]
+    if poisoned is None or k is None or k >= B:
+        src = base if poisoned is None else poisoned.hull(base)
+        return Interval(_sum0(src.lo, up=False), _sum0(src.hi, up=True), check=False)
+    if k == 0:
+        return Interval(_sum0(base.lo, up=False), _sum0(base.hi, up=True), check=False)
+    inc_hi = (poisoned.hi - base.hi).clamp_min(0)
+    inc_lo = (base.lo - poisoned.lo).clamp_min(0)
+    top_hi = torch.topk(inc_hi, k, dim=0).values
+    top_lo = torch.topk(inc_lo, k, dim=0).values
+    hi = _sum0(torch.cat([base.hi, top_hi], 0), up=True)
+    lo = _sum0(torch.cat([base.lo, -top_lo], 0), up=False)
+    return Interval(lo, hi, check=False)
+
+
+@dataclass
+class StepBounds:
+    """Result of one interval step: the new box, the sum-of-gradient bounds, and the traces of
+    the base and poisoned regions (``poisoned`` is None when every sample uses one region)."""
+
+    params: ParamBox
+    grad_sum: dict[str, Interval]
+    base: SampleTrace
+    poisoned: SampleTrace | None
+
+
+def interval_step(
+    spec: ModelSpec,
+    params: ParamBox,
+    region,
+    loss: str,
+    lr: float,
+    weight_decay: float = 0.0,
+    exact: bool = False,
+) -> StepBounds:
+    """One SGD step on the mean batch loss, bounded with intervals (see module docstring)."""
+    B = region.features.shape[0]
+    k = region.k
+    split = k is not None and 0 < k < B
+    if split:
+        # both regions in one batched pass: rows [0, B) base, [B, 2B) poisoned
+        x = Interval(torch.cat([region.features.lo, region.poisoned_features.lo]), torch.cat([region.features.hi, region.poisoned_features.hi]), check=False)
+        labels = _cat_labels(region.labels, region.poisoned_labels)
+        both = sample_bounds(spec, params, x, labels, loss, exact)
+        base, pois = _split_trace(both, B)
+    else:
+        use_pois = k is None or k >= B
+        feats = region.poisoned_features if use_pois else region.features
+        labs = region.poisoned_labels if use_pois else region.labels
+        base, pois = sample_bounds(spec, params, feats, labs, loss, exact), None
+    grad_sum = {name: aggregate(base.grads[name], pois.grads[name] if pois else None, k) for name in spec.param_names}
+    decay = 1.0 - lr * weight_decay
+    new = {}
+    for name in spec.param_names:
+        new[name] = params[name].scale(decay) - grad_sum[name].scale(lr / B)
+    return StepBounds(new, grad_sum, base, pois)
+
+
+def _cat_labels(a, b):
+    if isinstance(a, Interval):
+        return Interval(torch.cat([a.lo, b.lo]), torch.cat([a.hi, b.hi]), check=False)
+    return torch.cat([a, b])
+
+
+def _split_trace(t: SampleTrace, B: int) -> tuple[SampleTrace, SampleTrace]:
+    def part(sl):
+        return SampleTrace(
+            t.inputs[sl],
+            [p[sl] for p in t.pre],
+            [p[sl] for p in t.post],
+            t.loss[sl],
+            t.dlogits[sl],
+            [d[sl] for d in t.deltas],
+            {n: g[sl] for n, g in t.grads.items()},
+        )
+
+    return part(slice(0, B)), part(slice(B, 2 * B))

@@ -1,0 +1,258 @@
+"""Sound interval tensors in torch.
+
+An :class:`Interval` holds element-wise lower and upper bounds ``lo <= x <= hi``. Every operation
+returns an interval that contains the result of the real operation for every choice of the inputs
+inside their intervals. With outward rounding on (:func:`outward_rounding`), results are also sound
+in floating point: each bound is moved outward by an a-priori bound on the rounding error of the
+operation (one ulp for single correctly rounded operations, ``gamma_n`` times the magnitude for sums
+of ``n`` products, a few ulps for ``exp``/``log`` from libm), so the real result stays inside.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Iterator
+
+import torch
+
+_ROUNDING: contextvars.ContextVar[bool] = contextvars.ContextVar("mibpcert_outward_rounding", default=True)
+
+
+@contextlib.contextmanager
+def outward_rounding(enabled: bool) -> Iterator[None]:
+    """Turn outward rounding of interval results on or off inside the ``with`` block."""
+    token = _ROUNDING.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _ROUNDING.reset(token)
+
+
+def rounding_enabled() -> bool:
+    return _ROUNDING.get()
+
+
+def _down(t: torch.Tensor) -> torch.Tensor:
+    return torch.nextafter(t, torch.full_like(t, -torch.inf))
+
+
+def _up(t: torch.Tensor) -> torch.Tensor:
+    return torch.nextafter(t, torch.full_like(t, torch.inf))
+
+
+def _widen(lo: torch.Tensor, hi: torch.Tensor, err: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move ``lo`` down and ``hi`` up by the error bound ``err`` (plus one ulp for the move itself)."""
+    return _down(lo - err), _up(hi + err)
+
+
+def _gamma(n: int, dtype: torch.dtype) -> float:
+    u = torch.finfo(dtype).eps / 2
+    m = n + 2
+    return m * u / (1 - m * u)
+
+
+class Interval:
+    """Element-wise interval ``[lo, hi]`` of torch tensors with equal shape, dtype and device."""
+
+    __slots__ = ("lo", "hi")
+
+    def __init__(self, lo: torch.Tensor, hi: torch.Tensor, check: bool = True) -> None:
+        if lo.shape != hi.shape:
+            raise ValueError(f"interval bounds have different shapes {tuple(lo.shape)} and {tuple(hi.shape)}")
+        if check and bool((lo > hi).any()):
+            bad = int((lo > hi).sum())
+            raise ValueError(f"invalid interval: lower bound exceeds upper bound at {bad} entries")
+        self.lo = lo
+        self.hi = hi
+
+    # -- construction ------------------------------------------------------------------------
+    @staticmethod
+    def point(x: torch.Tensor) -> "Interval":
+        return Interval(x, x, check=False)
+
+    @staticmethod
+    def from_mid_rad(mid: torch.Tensor, rad: torch.Tensor) -> "Interval":
+        lo, hi = mid - rad, mid + rad
+        if rounding_enabled():
+            lo, hi = _down(lo), _up(hi)
+        return Interval(lo, hi, check=False)
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def shape(self) -> torch.Size:
+        return self.lo.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lo.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.lo.device
+
+    def mid_rad(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Midpoint and radius with ``[mid - rad, mid + rad] ⊇ [lo, hi]``."""
+        mid = (self.lo + self.hi) * 0.5
+        rad = torch.maximum(self.hi - mid, mid - self.lo)
+        if rounding_enabled():
+            rad = _up(rad)
+        return mid, rad
+
+    def width(self) -> torch.Tensor:
+        return self.hi - self.lo
+
+    def is_finite(self) -> torch.Tensor:
+        return torch.isfinite(self.lo) & torch.isfinite(self.hi)
+
+    def contains(self, x: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
+        return (x >= self.lo - tol) & (x <= self.hi + tol)
+
+    def __getitem__(self, idx) -> "Interval":
+        return Interval(self.lo[idx], self.hi[idx], check=False)
+
+    def reshape(self, *shape) -> "Interval":
+        return Interval(self.lo.reshape(*shape), self.hi.reshape(*shape), check=False)
+
+    def unsqueeze(self, dim: int) -> "Interval":
+        return Interval(self.lo.unsqueeze(dim), self.hi.unsqueeze(dim), check=False)
+
+    def to(self, *args, **kwargs) -> "Interval":
+        return Interval(self.lo.to(*args, **kwargs), self.hi.to(*args, **kwargs), check=False)
+
+    def __repr__(self) -> str:
+        return f"Interval(lo={self.lo}, hi={self.hi})"
+
+    # -- set operations ----------------------------------------------------------------------
+    def hull(self, other: "Interval") -> "Interval":
+        return Interval(torch.minimum(self.lo, other.lo), torch.maximum(self.hi, other.hi), check=False)
+
+    def intersect(self, other: "Interval") -> "Interval":
+        """Intersection; raises when empty (the two enclosures cannot both be sound)."""
+        return Interval(torch.maximum(self.lo, other.lo), torch.minimum(self.hi, other.hi))
+
+    # -- arithmetic --------------------------------------------------------------------------
+    def __add__(self, other: "Interval | torch.Tensor | float") -> "Interval":
+        o = _as_interval(other, self)
+        lo, hi = self.lo + o.lo, self.hi + o.hi
+        if rounding_enabled():
+            lo, hi = _down(lo), _up(hi)
+        return Interval(lo, hi, check=False)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> "Interval":
+        return Interval(-self.hi, -self.lo, check=False)
+
+    def __sub__(self, other: "Interval | torch.Tensor | float") -> "Interval":
+        return self + (-_as_interval(other, self))
+
+    def __rsub__(self, other: "Interval | torch.Tensor | float") -> "Interval":
+        return _as_interval(other, self) + (-self)
+
+    def scale(self, c: torch.Tensor | float) -> "Interval":
+        """Multiply by a point ``c`` (scalar or broadcastable tensor); exact up to rounding."""
+        c_t = torch.as_tensor(c, dtype=self.dtype, device=self.device)
+        a, b = self.lo * c_t, self.hi * c_t
+        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+        if rounding_enabled():
+            lo, hi = _down(lo), _up(hi)
+        return Interval(lo, hi, check=False)
+
+    def __mul__(self, other: "Interval | torch.Tensor | float") -> "Interval":
+        """Element-wise product (exact: min and max over the four corner products)."""
+        if not isinstance(other, Interval):
+            return self.scale(other)
+        p = (self.lo * other.lo, self.lo * other.hi, self.hi * other.lo, self.hi * other.hi)
+        lo = torch.minimum(torch.minimum(p[0], p[1]), torch.minimum(p[2], p[3]))
+        hi = torch.maximum(torch.maximum(p[0], p[1]), torch.maximum(p[2], p[3]))
+        if rounding_enabled():
+            lo, hi = _down(lo), _up(hi)
+        return Interval(lo, hi, check=False)
+
+    __rmul__ = __mul__
+
+    def sum(self, dim: int) -> "Interval":
+        lo, hi = self.lo.sum(dim), self.hi.sum(dim)
+        if rounding_enabled():
+            n = self.lo.shape[dim]
+            g = _gamma(n, self.dtype)
+            lo, hi = _widen(lo, hi, g * torch.maximum(self.lo.abs(), self.hi.abs()).sum(dim))
+        return Interval(lo, hi, check=False)
+
+    def relu(self) -> "Interval":
+        return Interval(self.lo.clamp_min(0), self.hi.clamp_min(0), check=False)
+
+    def relu_grad(self) -> "Interval":
+        """Bounds on torch's ReLU derivative (1 where x > 0, else 0) over the interval."""
+        return Interval((self.lo > 0).to(self.dtype), (self.hi > 0).to(self.dtype), check=False)
+
+
+def _as_interval(x: "Interval | torch.Tensor | float", like: Interval) -> Interval:
+    if isinstance(x, Interval):
+        return x
+    t = torch.as_tensor(x, dtype=like.dtype, device=like.device)
+    return Interval.point(t)
+
+
+def matmul(a: Interval | torch.Tensor, b: Interval | torch.Tensor, exact: bool = False) -> Interval:
+    """Bounds on ``a @ b`` for every ``a``, ``b`` inside their intervals (2-D or batched).
+
+    A point factor is handled exactly (``mid ± |P| rad``). For two intervals the default is the
+    midpoint-radius product (``|ma| rb + ra |mb| + ra rb``, at most 1.5x wider than optimal, three
+    matrix products); ``exact=True`` takes the element-wise optimal product of every pair of
+    entries and sums them (tight, but materialises an ``m x k x n`` tensor).
+    """
+    if not isinstance(a, Interval) and not isinstance(b, Interval):
+        return Interval.point(a @ b)
+    if exact and isinstance(a, Interval) and isinstance(b, Interval):
+        prod = a.unsqueeze(-1) * b.unsqueeze(-3)
+        return prod.sum(dim=-2)
+    if isinstance(a, Interval) and isinstance(b, Interval):
+        ma, ra = a.mid_rad()
+        mb, rb = b.mid_rad()
+        mid = ma @ mb
+        rad = ma.abs() @ rb + ra @ mb.abs() + ra @ rb
+        mag = ma.abs() @ mb.abs()
+    elif isinstance(a, Interval):
+        ma, ra = a.mid_rad()
+        mid = ma @ b
+        rad = ra @ b.abs()
+        mag = ma.abs() @ b.abs()
+    else:
+        mb, rb = b.mid_rad()
+        mid = a @ mb
+        rad = a.abs() @ rb
+        mag = a.abs() @ mb.abs()
+    lo, hi = mid - rad, mid + rad
+    if rounding_enabled():
+        n = (a.shape[-1])
+        lo, hi = _widen(lo, hi, _gamma(n + 2, lo.dtype) * (mag + rad) + torch.finfo(lo.dtype).tiny)
+    return Interval(lo, hi, check=False)
+
+
+def linear(x: Interval | torch.Tensor, weight: Interval, bias: Interval | None, exact: bool = False) -> Interval:
+    """Bounds on ``x @ W.T + b`` for a batch ``x`` (B, in), ``W`` (out, in), ``b`` (out,)."""
+    wt = Interval(weight.lo.T, weight.hi.T, check=False)
+    z = matmul(x, wt, exact=exact)
+    return z + bias if bias is not None else z
+
+
+def monotone(fn, x: Interval, increasing: bool = True, ulps: int = 8) -> Interval:
+    """Apply a monotone function to the bounds; ``ulps`` pads for a libm result that is not
+    correctly rounded (``exp``, ``log1p``, ``sigmoid`` are accurate to a few ulps)."""
+    a, b = fn(x.lo), fn(x.hi)
+    lo, hi = (a, b) if increasing else (b, a)
+    if rounding_enabled():
+        eps = torch.finfo(lo.dtype).eps
+        lo, hi = _widen(lo, hi, ulps * eps * torch.maximum(lo.abs(), hi.abs()) + torch.finfo(lo.dtype).tiny)
+    return Interval(lo, hi, check=False)
+
+
+def pad_relative(x: Interval, ulps: int = 8) -> Interval:
+    """Widen by ``ulps`` relative units (for compound libm expressions evaluated at the bounds)."""
+    if not rounding_enabled():
+        return x
+    eps = torch.finfo(x.dtype).eps
+    err = ulps * eps * torch.maximum(x.lo.abs(), x.hi.abs()) + torch.finfo(x.dtype).tiny
+    lo, hi = _widen(x.lo, x.hi, err)
+    return Interval(lo, hi, check=False)

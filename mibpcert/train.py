@@ -1,0 +1,274 @@
+"""Certified training: the per-step loop that bounds every parameter SGD could reach.
+
+Each step runs, on the same batch, (1) the nominal SGD step on the clean data (plain torch), (2)
+the interval step over the threat's region, and, for ``method="mibp"``, (3) the step's
+mixed-integer bilinear program, whose box is intersected with the interval box. The nominal
+parameters must lie in every box (a violation is a bug and raises). Boxes are checkpointed after
+every step so an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .config import TrainConfig
+from .data_checks import check_training_data
+from .interval.losses import per_sample_loss
+from .interval.step import ParamBox, interval_step
+from .interval.tensor import Interval, outward_rounding
+from .model import ModelSpec, describe
+from .threats import TaskInfo, Threat
+
+log = logging.getLogger("mibpcert")
+
+
+class BoundsDiverged(RuntimeError):
+    """The parameter bounds became non-finite: training diverged under the bounds."""
+
+
+class SoundnessError(RuntimeError):
+    """A computed box excludes the nominal parameters (a bug: the bound cannot be sound)."""
+
+
+@dataclass
+class StepLog:
+    step: int
+    epoch: int
+    lr: float
+    mean_width: float
+    max_width: float
+    seconds: float
+    interval_mean_width: float
+    solver_bounds: int = 0
+    fallback_bounds: int = 0
+    solver_seconds: float = 0.0
+    width_ratio: float = 1.0  # mean width of the final box / mean width of the interval box
+
+
+@dataclass
+class TrainResult:
+    """Output of :func:`certified_train`.
+
+    ``param_bounds``: {name: (lower, upper)} with the names and shapes of ``model.state_dict()``;
+    ``nominal``: the model trained on the clean data with the same init, order and recipe;
+    ``log``: one :class:`StepLog` per step; ``selected_epoch``: the epoch the box belongs to.
+    """
+
+    spec: ModelSpec
+    param_bounds: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    nominal: torch.nn.Module
+    log: list[StepLog]
+    config: TrainConfig
+    threat: Threat
+    info: TaskInfo
+    selected_epoch: int
+    epoch_val_certified: list[float] = field(default_factory=list)
+
+    def box(self) -> ParamBox:
+        return {n: Interval(lo, hi, check=False) for n, (lo, hi) in self.param_bounds.items()}
+
+    def widths(self) -> dict[str, torch.Tensor]:
+        return {n: hi - lo for n, (lo, hi) in self.param_bounds.items()}
+
+
+def _widths(box: ParamBox) -> torch.Tensor:
+    return torch.cat([(iv.hi - iv.lo).reshape(-1) for iv in box.values()])
+
+
+def _batches(n: int, cfg: TrainConfig, epoch: int, device) -> list[torch.Tensor]:
+    if cfg.shuffle:
+        g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        order = torch.randperm(n, generator=g)
+    else:
+        order = torch.arange(n)
+    order = order.to(device)
+    return [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+
+
+def _fingerprint(model, X, y, threat, cfg) -> str:
+    h = hashlib.sha256()
+    keep = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "checkpoint_dir", "workers", "device")}
+    h.update(json.dumps(keep, sort_keys=True, default=str).encode())
+    h.update(json.dumps(threat.describe(), sort_keys=True, default=str).encode())
+    for t in (X, y, *model.state_dict().values()):
+        h.update(t.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _check_inside(box: ParamBox, nominal: torch.nn.Module, step: int, tol: float) -> None:
+    state = nominal.state_dict()
+    for name, iv in box.items():
+        p = state[name]
+        bad = (p < iv.lo - tol * (1 + p.abs())) | (p > iv.hi + tol * (1 + p.abs()))
+        if bool(bad.any()):
+            raise SoundnessError(
+                f"step {step}: the box of {name!r} excludes the nominal parameters at {int(bad.sum())} entries; "
+                "this is a bug in the bounds, please report it"
+            )
+
+
+def certified_train(
+    model: torch.nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    threat: Threat,
+    config: TrainConfig | None = None,
+    X_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
+) -> TrainResult:
+    """Train ``model`` (its current weights are the init) with SGD on ``(X, y)`` and bound every
+    parameter that training on any poisoned data set allowed by ``threat`` could reach."""
+    cfg = config or TrainConfig()
+    if not isinstance(threat, Threat):
+        raise TypeError(f"threat must be a mibpcert.threats model, got {type(threat).__name__}")
+    spec = describe(model)
+    device, dtype = cfg.torch_device(), cfg.torch_dtype
+    X, y, info = check_training_data(spec, X, y, cfg.loss, cfg.batch_size, dtype, device)
+    threat.validate(info)
+    if cfg.select_epoch:
+        if X_val is None or y_val is None:
+            raise ValueError("TrainConfig.select_epoch needs a validation set: pass X_val and y_val")
+        X_val, y_val, _ = check_training_data(spec, X_val, y_val, cfg.loss, cfg.batch_size, dtype, device, what="validation")
+    if cfg.method == "mibp":
+        from .encode.tighten import StepTightener  # solver stack only when asked for
+
+        tightener = StepTightener(spec, cfg, info)
+    else:
+        tightener = None
+
+    nominal = copy.deepcopy(model).to(device=device, dtype=dtype)
+    for p in nominal.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(nominal.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = nominal.state_dict()
+    box: ParamBox = {n: Interval.point(state[n].detach().clone()) for n in spec.param_names}
+    steps_log: list[StepLog] = []
+    lr = cfg.lr
+    start_step = 0
+    epochs_done = 0
+    best = None  # (score, epoch, box, nominal_state)
+    val_scores: list[float] = []
+
+    ckpt_path = os.path.join(cfg.checkpoint_dir, "checkpoint.pt") if cfg.checkpoint_dir else None
+    fingerprint = _fingerprint(model, X, y, threat, cfg) if ckpt_path else ""
+    if ckpt_path and os.path.exists(ckpt_path):
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ck.get("fingerprint") == fingerprint:
+            start_step = ck["step"]
+            box = {n: Interval(lo, hi, check=False) for n, (lo, hi) in ck["box"].items()}
+            nominal.load_state_dict(ck["nominal"])
+            opt.load_state_dict(ck["optimizer"])
+            lr = ck["lr"]
+            steps_log = [StepLog(**d) for d in ck["log"]]
+            best, val_scores = ck["best"], ck["val_scores"]
+            epochs_done = ck["epochs_done"]
+            log.info("resuming from step %d of checkpoint %s", start_step, ckpt_path)
+        else:
+            log.warning("checkpoint %s belongs to another run; starting afresh", ckpt_path)
+
+    n = X.shape[0]
+    n_batches = (n + cfg.batch_size - 1) // cfg.batch_size
+    total = cfg.epochs * n_batches
+    tol = 0.0 if cfg.outward_rounding else 1e-12
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start_step, desc="certified training", unit="step")
+    step = 0
+    with outward_rounding(cfg.outward_rounding):
+        for epoch in range(cfg.epochs):
+            for idx in _batches(n, cfg, epoch, device):
+                step += 1
+                if step <= start_step:
+                    continue
+                t0 = time.perf_counter()
+                Xb, yb = X[idx], y[idx]
+                # nominal SGD step on the clean batch
+                opt.zero_grad()
+                per_sample_loss(cfg.loss, nominal(Xb), yb).mean().backward()
+                opt.step()
+                # interval step over the threat region
+                region = threat.region(Xb, yb, info)
+                sb = interval_step(spec, box, region, cfg.loss, lr, cfg.weight_decay, exact=cfg.exact_matmul)
+                new_box = sb.params
+                iv_width = float(_widths(new_box).mean())
+                entry = dict(solver_bounds=0, fallback_bounds=0, solver_seconds=0.0)
+                if tightener is not None:
+                    new_box, stats = tightener.tighten(box, sb, region, Xb, yb, lr, step)
+                    entry.update(stats)
+                w = _widths(new_box)
+                if not bool(torch.isfinite(w).all()):
+                    prev = ", ".join(f"{s.step}:{s.max_width:.3g}" for s in steps_log[-5:])
+                    raise BoundsDiverged(
+                        f"parameter bounds became non-finite at step {step} (epoch {epoch}): training diverged "
+                        f"under the bounds; max widths of the last steps: [{prev}]. Lower lr or eps."
+                    )
+                _check_inside(new_box, nominal, step, tol)
+                box = new_box
+                mean_w = float(w.mean())
+                steps_log.append(
+                    StepLog(
+                        step=step, epoch=epoch, lr=lr, mean_width=mean_w, max_width=float(w.max()),
+                        seconds=time.perf_counter() - t0, interval_mean_width=iv_width,
+                        width_ratio=mean_w / iv_width if iv_width > 0 else 1.0, **entry,
+                    )
+                )
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(mean_w=f"{mean_w:.2e}", max_w=f"{float(w.max()):.2e}")
+                if ckpt_path:
+                    _save(ckpt_path, fingerprint, step, box, nominal, opt, lr, steps_log, best, val_scores, epochs_done)
+            if epoch < epochs_done:
+                continue
+            if cfg.select_epoch:
+                from .certify import certified_mask
+
+                score = float(certified_mask(spec, box, X_val, y_val, cfg.val_eps, cfg.loss, exact=cfg.exact_matmul).double().mean())
+                val_scores.append(score)
+                if best is None or score > best[0]:
+                    best = (score, epoch, {k: (v.lo.clone(), v.hi.clone()) for k, v in box.items()}, copy.deepcopy(nominal.state_dict()))
+            lr = lr * cfg.lr_decay
+            for g in opt.param_groups:
+                g["lr"] = lr
+            epochs_done = epoch + 1
+            if ckpt_path:
+                _save(ckpt_path, fingerprint, step, box, nominal, opt, lr, steps_log, best, val_scores, epochs_done)
+    if bar is not None:
+        bar.close()
+
+    selected = cfg.epochs - 1
+    bounds = {k: (v.lo.detach(), v.hi.detach()) for k, v in box.items()}
+    if cfg.select_epoch and best is not None:
+        _, selected, bounds, nom_state = best
+        nominal.load_state_dict(nom_state)
+    nominal.requires_grad_(False)
+    return TrainResult(spec, bounds, nominal, steps_log, cfg, threat, info, selected, val_scores)
+
+
+def _save(path, fingerprint, step, box, nominal, opt, lr, steps_log, best, val_scores, epochs_done) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save(
+        {
+            "fingerprint": fingerprint,
+            "step": step,
+            "box": {k: (v.lo, v.hi) for k, v in box.items()},
+            "nominal": nominal.state_dict(),
+            "optimizer": opt.state_dict(),
+            "lr": lr,
+            "log": [asdict(s) for s in steps_log],
+            "best": best,
+            "val_scores": val_scores,
+            "epochs_done": epochs_done,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)

@@ -1,0 +1,198 @@
+"""HiGHS backend: bounds over a McCormick relaxation (LP or MILP) of the program.
+
+The relaxed feasible set contains the program's (see :mod:`mibpcert.solvers.mccormick`), so a
+bound over it is a sound, possibly looser, bound over the program. The relaxed model is loaded
+once; per objective only the costs and the sense change, so LP re-solves start from the previous
+basis.
+
+How each bound is read:
+
+* LP (``relax="lp"``, or no integer columns left): a Neumaier–Shcherbina safe bound computed from
+  HiGHS's row duals ``y``. For *any* ``y`` and ``r = c - A^T y``, every ``x`` with
+  ``row_lb <= A x <= row_ub`` and ``lb <= x <= ub`` satisfies
+  ``c^T x = y^T (A x) + r^T x >= sum_i min(y_i row_lb_i, y_i row_ub_i) + sum_j min(r_j lb_j, r_j ub_j)``
+  (all column bounds are finite; a dual on an infinite row side is set to 0). So the value does not
+  depend on HiGHS's tolerances or on the basis being optimal: at optimality it equals the LP optimum
+  up to the dual infeasibilities, and on a time-out it is still valid. It is padded by a few ulps
+  of the summed magnitudes (rounding) plus ``1e-9 (1 + |v|)``.
+* MILP: ``info.mip_dual_bound`` (HiGHS's best bound; on a time-out the bound reached so far),
+  never the incumbent. HiGHS computes it from LP relaxations solved to its tolerances (set to
+  1e-9 here), so it is padded by ``1e-6 (1 + ||c||_1) + 1e-9 |v|``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from mibpcert.encode.ir import LinearExpr, Program
+
+from .base import Backend, ObjectiveBound, SolveOptions, SolverUnavailable, Status, pad_outward
+from .mccormick import relax
+
+_EPS = np.finfo(np.float64).eps
+
+
+def _dense_cost(obj: LinearExpr, n: int) -> np.ndarray:
+    c = np.zeros(n)
+    np.add.at(c, np.asarray(obj.idx, dtype=np.int64), np.asarray(obj.coef, dtype=np.float64))
+    return c
+
+
+def safe_lp_bound(
+    c: np.ndarray, y: np.ndarray, A, row_lb: np.ndarray, row_ub: np.ndarray,
+    lb: np.ndarray, ub: np.ndarray, sense_min: bool,
+) -> float:
+    """Lagrangian bound of ``c^T x`` over ``{row_lb <= A x <= row_ub, lb <= x <= ub}`` from any
+    multipliers ``y`` (lower bound if ``sense_min`` else upper bound), padded for rounding."""
+    y = np.array(y, dtype=np.float64, copy=True)
+    if not sense_min:  # max c^T x = -min (-c)^T x; the multipliers flip with the costs
+        c, y = -c, -y
+    y[~np.isfinite(y)] = 0.0
+    # A positive multiplier uses the row's lower side, a negative one the upper side.
+    y[(y > 0) & ~np.isfinite(row_lb)] = 0.0
+    y[(y < 0) & ~np.isfinite(row_ub)] = 0.0
+    r = c - A.T @ y
+    row_terms = np.where(y > 0, y * np.where(np.isfinite(row_lb), row_lb, 0.0),
+                         y * np.where(np.isfinite(row_ub), row_ub, 0.0))
+    col_terms = np.where(r > 0, r * lb, r * ub)
+    val = float(np.sum(row_terms) + np.sum(col_terms))
+    # Rounding: of r (|c| + |A|^T |y|) times the column range, and of the sums.
+    mag = (np.abs(c) + abs(A).T @ np.abs(y)) @ np.maximum(np.abs(lb), np.abs(ub))
+    mag += float(np.sum(np.abs(row_terms)) + np.sum(np.abs(col_terms)))
+    nnz = A.nnz + len(c) + len(y) + 2
+    val -= 4.0 * nnz * _EPS * mag
+    return val if sense_min else -val
+
+
+class HighsBackend(Backend):
+    """McCormick relaxation solved by HiGHS (``relax="milp"`` keeps binaries, ``"lp"`` drops them)."""
+
+    name = "highs"
+    exact = False
+
+    def __init__(self) -> None:
+        try:
+            import highspy  # noqa: F401
+        except ImportError as e:  # pragma: no cover - highspy is a hard dependency
+            raise SolverUnavailable("highspy is not installed (pip install highspy)") from e
+
+    def bound(
+        self, program: Program, objectives: Sequence[LinearExpr], options: SolveOptions
+    ) -> list[ObjectiveBound]:
+        """Sound [lower, upper] of each objective over the relaxed program (see module doc)."""
+        objectives = list(objectives)
+        fail = [ObjectiveBound(-np.inf, np.inf, Status.FAILED, Status.FAILED) for _ in objectives]
+        try:
+            rel = relax(program, options.relax, options.partitions)
+            h, is_mip = self._load(rel, program, options)
+        except Exception:
+            return fail
+        out: list[ObjectiveBound] = []
+        n = rel.num_vars
+        cols = np.arange(n, dtype=np.int32)
+        A = rel.A.tocsr()
+        for obj in objectives:
+            t0 = time.perf_counter()
+            res = []
+            try:
+                c = _dense_cost(obj, n) if n else np.zeros(0)
+                if n:
+                    h.changeColsCost(n, cols, c)
+                for sense_min in (True, False):
+                    res.append(self._solve_side(h, is_mip, c, A, rel, sense_min))
+            except Exception:
+                res = [(-np.inf, Status.FAILED), (np.inf, Status.FAILED)]
+            const = float(obj.const)
+            (lo, ls), (hi, us) = res
+            out.append(ObjectiveBound(lo + const, hi + const, ls, us, time.perf_counter() - t0))
+        return out
+
+    # -- internals -------------------------------------------------------------------------------
+    @staticmethod
+    def _load(rel: Program, program: Program, options: SolveOptions):
+        import highspy
+
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        for key, val in (
+            ("primal_feasibility_tolerance", 1e-9),
+            ("dual_feasibility_tolerance", 1e-9),
+            ("mip_feasibility_tolerance", 1e-9),
+            ("mip_rel_gap", 1e-6),
+            ("mip_abs_gap", 1e-7),
+            ("random_seed", 0),
+        ):
+            h.setOptionValue(key, val)
+        if options.time_limit is not None:
+            h.setOptionValue("time_limit", float(max(options.time_limit, 0.0)))
+        if options.threads and options.threads > 0:
+            h.setOptionValue("threads", int(options.threads))
+        for key, val in options.extra.items():
+            h.setOptionValue(key, val)
+        n, m = rel.num_vars, rel.num_rows
+        if n == 0:
+            return h, False
+        A = rel.A.tocsc()
+        A.sort_indices()
+        lp = highspy.HighsLp()
+        lp.num_col_ = n
+        lp.num_row_ = m
+        lp.col_cost_ = np.zeros(n)
+        lp.col_lower_ = rel.lb.astype(np.float64)
+        lp.col_upper_ = rel.ub.astype(np.float64)
+        inf = highspy.kHighsInf
+        lp.row_lower_ = np.where(np.isfinite(rel.row_lb), rel.row_lb, -inf)
+        lp.row_upper_ = np.where(np.isfinite(rel.row_ub), rel.row_ub, inf)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = A.indptr.astype(np.int32)
+        lp.a_matrix_.index_ = A.indices.astype(np.int32)
+        lp.a_matrix_.value_ = A.data.astype(np.float64)
+        is_mip = bool(rel.is_binary.any())
+        if is_mip:
+            lp.integrality_ = [
+                highspy.HighsVarType.kInteger if b else highspy.HighsVarType.kContinuous
+                for b in rel.is_binary
+            ]
+        if h.passModel(lp) == highspy.HighsStatus.kError:
+            raise RuntimeError("HiGHS rejected the model")
+        if is_mip and options.warm_start is not None and rel.num_vars == program.num_vars:
+            try:  # only helps pruning; the dual bound does not depend on it
+                sol = highspy.HighsSolution()
+                sol.col_value = list(np.asarray(options.warm_start, dtype=np.float64))
+                h.setSolution(sol)
+            except Exception:
+                pass
+        return h, is_mip
+
+    @staticmethod
+    def _solve_side(h, is_mip: bool, c: np.ndarray, A, rel: Program, sense_min: bool):
+        import highspy
+
+        if rel.num_vars == 0:
+            return 0.0, Status.OPTIMAL
+        h.changeObjectiveSense(highspy.ObjSense.kMinimize if sense_min else highspy.ObjSense.kMaximize)
+        h.run()
+        ms = h.getModelStatus()
+        bad = (-np.inf, Status.FAILED) if sense_min else (np.inf, Status.FAILED)
+        if ms in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible,
+                  highspy.HighsModelStatus.kUnbounded):
+            return bad  # empty (or impossible unbounded) relaxation: an encoding bug; caller falls back
+        status = Status.OPTIMAL if ms == highspy.HighsModelStatus.kOptimal else Status.TIME_LIMIT
+        if is_mip:
+            v = float(h.getInfo().mip_dual_bound)
+            if not np.isfinite(v):
+                return bad
+            pad = 1e-6 * (1.0 + float(np.abs(c).sum()))
+            return pad_outward(v, sense_min, pad, 1e-9), status
+        sol = h.getSolution()
+        if not sol.dual_valid:
+            return bad
+        y = np.asarray(sol.row_dual, dtype=np.float64)
+        if y.shape[0] != rel.num_rows:
+            return bad
+        v = safe_lp_bound(c, y, A, rel.row_lb, rel.row_ub, rel.lb, rel.ub, sense_min)
+        if not np.isfinite(v):
+            return bad
+        return pad_outward(v, sense_min, 1e-9, 1e-9), status

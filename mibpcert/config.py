@@ -24,7 +24,10 @@ class TrainConfig:
     ``weight_decay`` as in ``torch.optim.SGD``.
 
     Certification: ``method="interval"`` bounds every step with intervals; ``"mibp"`` also solves
-    the step's mixed-integer bilinear program with ``backend`` in ``mode`` and intersects.
+    the step's mixed-integer bilinear program with ``backend`` in ``mode`` (``"per_sample"`` or
+    ``"joint"``) and intersects. ``relax``/``partitions``: how relaxing backends treat binaries and
+    bilinear terms; ``pwl_pieces``: segments of the sigmoid enclosure (BCE); ``time_limit`` per
+    objective (seconds), ``threads`` per solve, ``workers`` parallel solver processes.
     ``select_epoch``: return the epoch whose box certifies most of the validation set passed to
     :func:`certified_train` (at ``val_eps``); the choice only looks at bounds, so it stays sound.
     """
@@ -42,6 +45,7 @@ class TrainConfig:
     mode: str = "per_sample"
     relax: str = "milp"
     partitions: int = 1
+    pwl_pieces: int = 4
     time_limit: float | None = 10.0
     threads: int = 1
     workers: int = 1
@@ -60,7 +64,7 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
 
-        for name in ("epochs", "batch_size", "threads", "workers", "partitions"):
+        for name in ("epochs", "batch_size", "threads", "workers", "partitions", "pwl_pieces"):
             positive_int(name)
         for name in ("lr", "weight_decay", "lr_decay", "val_eps"):
             v = getattr(self, name)

@@ -88,6 +88,21 @@ class Threat:
     def describe(self) -> dict:
         raise NotImplementedError
 
+    # -- MIP encoding (used by the MIBP path) ---------------------------------------------------
+    def mip_sample(self, enc, region: Region, X, y, i: int, picked: bool, task: str):
+        """Encode sample i of a batch in its poisoned (``picked``) or base region; returns the
+        input and label encodings. The default reads the region (exact for box-and-label-set
+        threats); structured threats override it."""
+        from .encode.inputs import region_sample
+
+        return region_sample(enc, region, X, y, i, picked, task)
+
+    def mip_batch(self, enc, region: Region, X, y, task: str):
+        """Encode a whole batch with the budget: at most k samples leave their base region."""
+        from .encode.inputs import region_batch
+
+        return region_batch(enc, region, X, y, task)
+
 
 class LinfFeatures(Threat):
     """Every sample (``k=None``) or at most ``k`` samples per batch may have every feature moved by

@@ -191,6 +191,7 @@ def certified_train(
                     continue
                 t0 = time.perf_counter()
                 Xb, yb = X[idx], y[idx]
+                theta_before = {k: v.detach().clone() for k, v in nominal.state_dict().items()} if tightener else None
                 # nominal SGD step on the clean batch
                 opt.zero_grad()
                 per_sample_loss(cfg.loss, nominal(Xb), yb).mean().backward()
@@ -202,7 +203,7 @@ def certified_train(
                 iv_width = float(_widths(new_box).mean())
                 entry = dict(solver_bounds=0, fallback_bounds=0, solver_seconds=0.0)
                 if tightener is not None:
-                    new_box, stats = tightener.tighten(box, sb, region, Xb, yb, lr, step)
+                    new_box, stats = tightener.tighten(box, sb, region, Xb, yb, lr, theta_before, threat)
                     entry.update(stats)
                 w = _widths(new_box)
                 if not bool(torch.isfinite(w).all()):

@@ -1,0 +1,155 @@
+"""The MIBP step: tighten the interval box of one SGD step with solver bounds.
+
+For each step the programs of :mod:`.training_step` are built (one per sample and region in
+``per_sample`` mode, one per batch in ``joint`` mode), warm-started with the nominal trajectory,
+and every parameter's updated value is minimised and maximised by the backend. A side the solver
+could not bound (failure, or no finite dual bound before the time limit) keeps its interval bound.
+The result is always the interval box intersected with the solver box, so it is never looser than
+the interval step and it is sound whenever both are.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..interval.step import ParamBox, StepBounds, aggregate
+from ..interval.tensor import Interval
+from ..model import ModelSpec
+from ..solvers import SolveOptions, SolverUnavailable, Status, get_backend
+from ..solvers.parallel import bound_many
+from ..threats import TaskInfo
+from .training_step import StepProgram, TraceBounds, joint_program, sample_program
+
+log = logging.getLogger("mibpcert")
+
+
+def _flat(box: ParamBox, names: list[str]) -> Interval:
+    return Interval(torch.cat([box[n].lo.reshape(-1) for n in names]), torch.cat([box[n].hi.reshape(-1) for n in names]), check=False)
+
+
+def _unflat(flat: Interval, spec: ModelSpec) -> ParamBox:
+    out, o = {}, 0
+    for name, shape in spec.param_shapes().items():
+        n = int(np.prod(shape))
+        out[name] = Interval(flat.lo[o : o + n].reshape(shape), flat.hi[o : o + n].reshape(shape), check=False)
+        o += n
+    return out
+
+
+class StepTightener:
+    """Runs the MIBP part of every step for one training run (see module docstring)."""
+
+    def __init__(self, spec: ModelSpec, cfg: TrainConfig, info: TaskInfo) -> None:
+        self.spec, self.cfg, self.info = spec, cfg, info
+        self.backend_name = cfg.backend
+        get_backend(cfg.backend)  # fail early: unknown name or missing package
+        self.options = SolveOptions(time_limit=cfg.time_limit, threads=cfg.threads, relax=cfg.relax, partitions=cfg.partitions)
+
+    def _programs(self, box, sb: StepBounds, region, Xb, yb, lr, theta_nominal, threat) -> list[tuple[StepProgram, int, int]]:
+        """(program, region slot, sample) triples; slot 0 = base trace, 1 = poisoned trace."""
+        cfg, task = self.cfg, self.info.task
+        B = Xb.shape[0]
+        if cfg.mode == "joint":
+            tb = TraceBounds.of(sb.base)
+            if sb.poisoned is not None:
+                tb = tb.hull(TraceBounds.of(sb.poisoned))
+            prog = joint_program(self.spec, box, theta_nominal, threat, region, Xb, yb, tb, cfg.loss, task, lr, cfg.weight_decay, cfg.pwl_pieces)
+            return [(prog, 0, -1)]
+        out = []
+        if sb.poisoned is not None:
+            slots = [(sb.base, False), (sb.poisoned, True)]
+        else:
+            slots = [(sb.base, region.k is None or region.k >= B)]
+        for slot, (trace, picked) in enumerate(slots):
+            tb = TraceBounds.of(trace)
+            for i in range(B):
+                prog = sample_program(self.spec, box, theta_nominal, threat, region, Xb, yb, i, picked, tb, cfg.loss, task, lr, cfg.weight_decay, cfg.pwl_pieces)
+                out.append((prog, slot, i))
+        return out
+
+    def tighten(self, box: ParamBox, sb: StepBounds, region, Xb, yb, lr: float, theta_nominal: dict, threat) -> tuple[ParamBox, dict]:
+        """New box = interval box of ``sb`` intersected with the solver's bounds."""
+        t0 = time.perf_counter()
+        try:
+            progs = self._programs(box, sb, region, Xb, yb, lr, theta_nominal, threat)
+            results = bound_many(
+                self.backend_name,
+                [(p.program, p.exprs, p.start) for p, _, _ in progs],
+                self.options,
+                self.cfg.workers,
+            )
+        except SolverUnavailable:
+            raise
+        except Exception as e:  # a solver failure must never end the run: keep the interval box
+            log.warning("MIBP step failed (%s: %s); using the interval bound for this step", type(e).__name__, e)
+            n = sum(int(v.lo.numel()) for v in sb.params.values())
+            return sb.params, dict(solver_bounds=0, fallback_bounds=2 * n, solver_seconds=time.perf_counter() - t0)
+        solved = fallback = 0
+        seconds = 0.0
+        for res in results:
+            for r in res:
+                seconds += r.seconds
+                for val, st in ((r.lower, r.lower_status), (r.upper, r.upper_status)):
+                    if st != Status.FAILED and np.isfinite(val):
+                        solved += 1
+                    else:
+                        fallback += 1
+        names = self.spec.param_names
+        if self.cfg.mode == "joint":
+            prog = progs[0][0]
+            new_flat = _flat(sb.params, names)
+            lo, hi = new_flat.lo.clone(), new_flat.hi.clone()
+            self._apply(lo, hi, prog, results[0])
+            solver_box = Interval(lo, hi, check=False)
+        else:
+            solver_box = self._combine(box, sb, region, progs, results, lr, Xb.shape[0])
+        new = _unflat(solver_box, self.spec)
+        final = {n: sb.params[n].intersect(new[n]) for n in names}
+        return final, dict(solver_bounds=solved, fallback_bounds=fallback, solver_seconds=time.perf_counter() - t0)
+
+    @staticmethod
+    def _apply(lo: torch.Tensor, hi: torch.Tensor, prog: StepProgram, res) -> None:
+        """Intersect (lo, hi) with the program's known ranges and solver bounds (in place)."""
+        for t, (l, h) in prog.constants.items():
+            pad = 1e-12 * (1 + abs(l) + abs(h))
+            lo[t] = max(float(lo[t]), l - pad)
+            hi[t] = min(float(hi[t]), h + pad)
+        for t, r in zip(prog.targets, res):
+            if r.lower_status != Status.FAILED and np.isfinite(r.lower):
+                lo[t] = max(float(lo[t]), r.lower)
+            if r.upper_status != Status.FAILED and np.isfinite(r.upper):
+                hi[t] = min(float(hi[t]), r.upper)
+        # an empty intersection means one of the two bounds is unsound: a bug, never hidden
+        bad = lo > hi
+        if bool(bad.any()):
+            raise RuntimeError(f"solver bounds contradict the interval bounds at {int(bad.sum())} entries")
+
+    def _combine(self, box, sb, region, progs, results, lr, B) -> Interval:
+        """Per-sample bounds on h_ij, intersected with their interval values, then summed with the
+        k-of-N rule and divided by B."""
+        names = self.spec.param_names
+        decay = 1.0 - lr * self.cfg.weight_decay
+        theta = _flat(box, names)
+
+        def h_interval(trace) -> Interval:
+            g = Interval(
+                torch.cat([trace.grads[n].lo.reshape(B, -1) for n in names], 1),
+                torch.cat([trace.grads[n].hi.reshape(B, -1) for n in names], 1),
+                check=False,
+            )
+            return theta.scale(decay).unsqueeze(0) - g.scale(lr)
+
+        traces = [sb.base] + ([sb.poisoned] if sb.poisoned is not None else [])
+        hs = [h_interval(t) for t in traces]
+        los = [h.lo.clone() for h in hs]
+        his = [h.hi.clone() for h in hs]
+        for (prog, slot, i), res in zip(progs, results):
+            lo_i, hi_i = los[slot][i], his[slot][i]
+            self._apply(lo_i, hi_i, prog, res)
+        hs = [Interval(lo, hi, check=False) for lo, hi in zip(los, his)]
+        total = aggregate(hs[0], hs[1] if len(hs) > 1 else None, region.k)
+        return total.scale(1.0 / B)

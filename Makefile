@@ -1,0 +1,39 @@
+# mibpcert: one-command set-up, demo, tests and benchmarks.
+#   make demo   creates .venv (once) and runs the two-moons demo
+#   make test   creates .venv (once) and runs the whole test suite (slow tests included)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.mibpcert-installed
+
+.PHONY: venv demo test test-fast bench clean-venv
+
+venv: $(STAMP)
+
+# Runs once: the stamp is only created after a successful install (delete it or
+# `make clean-venv` to reinstall).
+$(STAMP):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "error: Python >= 3.10 is needed, $(PYTHON) is " + sys.version.split()[0] + "; run e.g. make PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[solvers,test]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/mibpcert run examples/two_moons.toml
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: venv
+	@set -e; found=0; for f in benchmarks/*.py; do \
+		[ -f "$$f" ] || continue; found=1; \
+		echo "== $$f"; $(BIN)/python "$$f"; \
+	done; [ $$found = 1 ] || echo "no benchmark scripts in benchmarks/"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,290 @@
+"""Command line: ``mibpcert run CONFIG.toml [--out DIR] [--quiet]``.
+
+The TOML file has the tables ``[data]``, ``[model]``, ``[threat]``, ``[train]``, ``[certify]`` and
+``[output]`` (see docs/cli.md). Unknown tables or keys and invalid values are reported as one line
+``error: ...`` with exit status 2; a run whose bounds diverge exits with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+import sys
+import time
+from typing import Any
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+TABLES = ("data", "model", "threat", "train", "certify", "output")
+MODEL_KEYS = {"hidden": [20], "seed": 0}
+OUTPUT_KEYS = {"dir": None}
+
+
+class ConfigError(ValueError):
+    """An invalid configuration file."""
+
+
+# ---------------------------------------------------------------------------------------------
+# config validation (pure helpers, also used by the tests and docs)
+# ---------------------------------------------------------------------------------------------
+def _check_keys(table: str, d: dict, allowed, what: str = "") -> None:
+    for k in d:
+        if k not in allowed:
+            raise ConfigError(
+                f"unknown key {k!r} in [{table}]{what}; allowed keys: {', '.join(sorted(allowed))}"
+            )
+
+
+def data_keys(name: str) -> list[str]:
+    """Keyword arguments accepted by the data set ``name`` (``[data]`` keys besides ``name``)."""
+    from . import data
+
+    if name not in data.DATASETS:
+        raise ConfigError(f"unknown data set {name!r}; valid names: {', '.join(sorted(data.DATASETS))}")
+    return list(inspect.signature(data.DATASETS[name]).parameters)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def threat_keys() -> dict[str, list[str] | None]:
+    """For every threat ``type`` of the registry, the keys its table accepts (``None`` if unknown).
+
+    The keys are read from the constructor of the threat class whose snake-case name is the type
+    (``linf_features`` -> ``LinfFeatures``)."""
+    from . import threats
+
+    classes = {
+        _snake(n): c for n, c in vars(threats).items()
+        if isinstance(c, type) and issubclass(c, threats.Threat) and c is not threats.Threat
+    }
+    out: dict[str, list[str] | None] = {}
+    for kind in getattr(threats, "_REGISTRY", {}):
+        cls = classes.get(kind)
+        if cls is None:
+            out[kind] = None
+        else:
+            out[kind] = ["type"] + [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    out["both"] = ["type", "paired", "parts"]
+    return out
+
+
+def _check_threat(d: Any, where: str = "threat") -> None:
+    if not isinstance(d, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    if "type" not in d:
+        raise ConfigError(f"[{where}] needs a 'type' key")
+    keys = threat_keys()
+    kind = d["type"]
+    if kind not in keys:
+        raise ConfigError(f"unknown threat type {kind!r}; choose one of {', '.join(sorted(keys))}")
+    if keys[kind] is not None:
+        _check_keys(where, d, keys[kind], f" for threat type {kind!r}")
+    if kind == "both":
+        parts = d.get("parts")
+        if not isinstance(parts, list) or len(parts) != 2:
+            raise ConfigError("threat type 'both' needs 'parts' with exactly two threat tables ([[threat.parts]])")
+        for p in parts:
+            _check_threat(p, "threat.parts")
+
+
+def _certify_keys() -> list[str]:
+    from .certify import certify
+
+    return [p for p in inspect.signature(certify).parameters if p not in ("result", "X_test", "y_test")]
+
+
+def _train_keys() -> list[str]:
+    from .config import TrainConfig
+
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def _number(v: Any, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0 or v == float("inf"):
+        raise ConfigError(f"{name} must be a finite non-negative number, got {v!r}")
+    return float(v)
+
+
+def validate_config(cfg: dict) -> dict:
+    """Check the structure of a parsed config and fill in defaults; returns a new dict with every
+    table present. Values are checked by the library when the objects are built."""
+    if not isinstance(cfg, dict):
+        raise ConfigError("the config must be a TOML document of tables")
+    for t in cfg:
+        if t not in TABLES:
+            raise ConfigError(f"unknown table or top-level key {t!r}; allowed tables: {', '.join(TABLES)}")
+        if not isinstance(cfg[t], dict):
+            raise ConfigError(f"{t!r} must be a table ([{t}])")
+    out = {t: dict(cfg.get(t, {})) for t in TABLES}
+    # [data]
+    d = out["data"]
+    if "name" not in d:
+        raise ConfigError("[data] needs a 'name' key (e.g. name = \"two_moons\")")
+    _check_keys("data", d, ["name", *data_keys(d["name"])], f" for data set {d['name']!r}")
+    # [model]
+    m = out["model"]
+    _check_keys("model", m, MODEL_KEYS)
+    m = out["model"] = {**MODEL_KEYS, **m}
+    hidden = m["hidden"]
+    if not isinstance(hidden, list) or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in hidden):
+        raise ConfigError(f"model.hidden must be a list of positive integers, got {hidden!r}")
+    if isinstance(m["seed"], bool) or not isinstance(m["seed"], int):
+        raise ConfigError(f"model.seed must be an integer, got {m['seed']!r}")
+    # [threat]
+    if not out["threat"]:
+        raise ConfigError("the config needs a [threat] table (e.g. type = \"linf_features\", eps = 0.01)")
+    _check_threat(out["threat"])
+    # [train]
+    _check_keys("train", out["train"], _train_keys())
+    # [certify]
+    c = out["certify"]
+    _check_keys("certify", c, _certify_keys())
+    c.setdefault("test_eps", 0.0)
+    _number(c["test_eps"], "certify.test_eps")
+    if "trigger_eps" in c:
+        _number(c["trigger_eps"], "certify.trigger_eps")
+    # [output]
+    _check_keys("output", out["output"], OUTPUT_KEYS)
+    if "dir" in out["output"] and not isinstance(out["output"]["dir"], str):
+        raise ConfigError(f"output.dir must be a string, got {out['output']['dir']!r}")
+    return out
+
+
+def load_config(path: str) -> dict:
+    """Read and validate a TOML config file."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    return validate_config(raw)
+
+
+def output_width(loss: str, dataset) -> int:
+    """Number of model outputs: 1 for bce/hinge, ``num_classes`` for ce, target columns for mse."""
+    if loss in ("bce", "hinge"):
+        return 1
+    if loss == "ce":
+        if not dataset.num_classes:
+            raise ConfigError("loss 'ce' needs a classification data set")
+        return int(dataset.num_classes)
+    y = dataset.y_train
+    return int(y.shape[1]) if y.dim() == 2 else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
+def run(cfg: dict, out_dir: str | None = None, quiet: bool = False) -> dict:
+    """Run a validated config end to end; write report.json and plot.png; return the report."""
+    import os
+
+    import torch
+
+    from . import data as data_mod
+    from . import threats
+    from .certify import certify
+    from .config import TrainConfig
+    from .model import mlp
+    from .report import format_summary, plot_run, write_report
+    from .train import certified_train
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    t_start = time.perf_counter()
+    train_kw = dict(cfg["train"])
+    if quiet:
+        train_kw["progress"] = False
+    else:
+        train_kw.setdefault("progress", True)
+    tc = TrainConfig(**train_kw)
+    threat = threats.from_config(cfg["threat"])
+    dkw = {k: v for k, v in cfg["data"].items() if k != "name"}
+    ds = data_mod.load(cfg["data"]["name"], **dkw)
+    if tc.select_epoch and ds.X_val is None:
+        raise ConfigError("train.select_epoch = true needs a validation set: set n_val > 0 in [data]")
+    widths = [ds.num_features, *cfg["model"]["hidden"], output_width(tc.loss, ds)]
+    model = mlp(widths, seed=cfg["model"]["seed"], dtype=tc.torch_dtype)
+    out_dir = out_dir or cfg["output"].get("dir") or os.path.join("runs", cfg["data"]["name"])
+    say(f"mibpcert: {ds.name} ({ds.X_train.shape[0]} train, {ds.X_test.shape[0]} test), "
+        f"model {'-'.join(map(str, widths))}, threat {threat.describe()}, method {tc.method}")
+
+    t0 = time.perf_counter()
+    val = (ds.X_val, ds.y_val) if tc.select_epoch else (None, None)
+    result = certified_train(model, ds.X_train, ds.y_train, threat, tc, *val)
+    t_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ckw = {k: v for k, v in cfg["certify"].items()}
+    rep = certify(result, ds.X_test, ds.y_test, **ckw)
+    t_cert = time.perf_counter() - t0
+
+    os.makedirs(out_dir, exist_ok=True)
+    report_path = os.path.join(out_dir, "report.json")
+    plot_path = os.path.join(out_dir, "plot.png")
+    echo = {t: cfg[t] for t in TABLES}
+    echo["output"] = {**cfg["output"], "dir": out_dir}
+    echo["model"] = {**cfg["model"], "widths": widths}
+    t0 = time.perf_counter()
+    plot_run(plot_path, result, rep, ds)
+    t_plot = time.perf_counter() - t0
+    timings = {"train": t_train, "certify": t_cert, "plot": t_plot, "total": time.perf_counter() - t_start}
+    doc = write_report(report_path, result, rep, config=echo, timings=timings)
+    title = f"mibpcert run: {ds.name}, {threat.describe().get('type')}, {tc.method}"
+    print(format_summary(doc["summary"], title))
+    print(f"wrote {report_path} and {plot_path}")
+    return doc
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e) or type(e).__name__
+    return " ".join(msg.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mibpcert`` command; returns the exit status (0 ok, 1 the run failed,
+    2 invalid command line or configuration). argparse itself exits with 2 on a bad command line."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="mibpcert", description="Certified training against data poisoning.")
+    parser.add_argument("--version", action="version", version=f"mibpcert {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p_run = sub.add_parser("run", help="certified training + certification from a TOML config")
+    p_run.add_argument("config", metavar="CONFIG.toml", help="run configuration (see docs/cli.md)")
+    p_run.add_argument("--out", metavar="DIR", help="output directory (overrides [output] dir)")
+    p_run.add_argument("--quiet", action="store_true", help="no progress bar or status lines; only the summary")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args.config)
+        run(cfg, args.out, args.quiet)
+    except (ValueError, TypeError) as e:  # invalid configuration or data
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # BoundsDiverged, SoundnessError, solver failures
+        print(f"error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""Reports of a certified training run: a JSON record, a text summary table and a plot.
+
+Used by the command line (``mibpcert run``) and usable from scripts::
+
+    result = certified_train(model, X, y, threat, cfg)
+    rep = certify(result, X_test, y_test, test_eps)
+    doc = write_report("out/report.json", result, rep, config={...}, timings={"total": 3.2})
+    print(format_summary(doc["summary"]))
+    plot_run("out/plot.png", result, rep, data)
+
+JSON has no infinity or NaN: non-finite floats are written as the strings ``"inf"``, ``"-inf"``
+and ``"nan"`` (``float()`` reads them back).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+import torch
+
+from .certify import CertReport, logit_bounds, margin_bounds
+from .interval.tensor import outward_rounding
+
+__all__ = ["build_report", "format_summary", "json_safe", "plot_run", "run_summary", "write_report"]
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON
+# ---------------------------------------------------------------------------------------------
+def json_safe(obj: Any) -> Any:
+    """Convert ``obj`` to plain JSON types: tensors to lists, tuples to lists, dataclasses to
+    dicts, non-finite floats to ``"inf"``/``"-inf"``/``"nan"``."""
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return "nan"
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return json_safe(obj.detach().cpu().tolist())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return json_safe(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return json_safe(obj.item())
+    return str(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# summary
+# ---------------------------------------------------------------------------------------------
+def run_summary(result, report: CertReport, timings: dict | None = None) -> dict:
+    """The headline numbers of a run as a flat dict (floats may be non-finite)."""
+    widths = torch.cat([w.reshape(-1) for w in result.widths().values()])
+    cfg = result.config
+    steps_selected = sum(1 for s in result.log if s.epoch <= result.selected_epoch)
+    s = {
+        "clean_accuracy": report.clean_accuracy,
+        "certified_accuracy": report.certified_accuracy,
+        "accuracy_bounds": list(report.accuracy_bounds) if report.accuracy_bounds is not None else None,
+        "test_loss_bounds": list(report.test_loss_bounds),
+        "test_eps": report.test_eps,
+        "trigger_eps": report.trigger_eps,
+        "backdoor_success_upper": report.backdoor_success_upper,
+        "n_test": int(report.certified.shape[0]),
+        "n_certified": int(report.certified.sum()),
+        "mean_param_width": float(widths.mean()),
+        "max_param_width": float(widths.max()),
+        "num_params": int(result.spec.num_params),
+        "steps": len(result.log),
+        "steps_to_selected_epoch": steps_selected,
+        "epochs": cfg.epochs,
+        "selected_epoch": int(result.selected_epoch),
+        "epoch_val_certified": list(result.epoch_val_certified),
+        "method": cfg.method,
+        "backend": cfg.backend if cfg.method == "mibp" else None,
+        "loss": cfg.loss,
+        "solver_seconds": float(sum(x.solver_seconds for x in result.log)),
+    }
+    for name, sec in (timings or {}).items():
+        s[f"{name}_seconds"] = float(sec)
+    return s
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100.0 * float(v):.1f} %"
+
+
+def _num(v) -> str:
+    if v is None:
+        return "n/a"
+    v = float(v)
+    if math.isnan(v) or math.isinf(v):
+        return str(v)
+    return f"{v:.4g}"
+
+
+def format_summary(summary: dict, title: str | None = None) -> str:
+    """A fixed-width text table of :func:`run_summary` (or the ``summary`` of a report)."""
+    s = {k: (float(v) if v in ("inf", "-inf", "nan") else v) for k, v in summary.items()}
+    rows: list[tuple[str, str]] = []
+    rows.append(("clean accuracy", _pct(s.get("clean_accuracy"))))
+    cert = _pct(s.get("certified_accuracy"))
+    if s.get("certified_accuracy") is not None:
+        cert += f"  ({s.get('n_certified')}/{s.get('n_test')}, test_eps={_num(s.get('test_eps'))})"
+    rows.append(("certified accuracy", cert))
+    ab = s.get("accuracy_bounds")
+    rows.append(("accuracy bounds", "n/a" if ab is None else f"[{_pct(ab[0])}, {_pct(ab[1])}]"))
+    lb = s.get("test_loss_bounds")
+    rows.append(("test loss bounds", "n/a" if lb is None else f"[{_num(lb[0])}, {_num(lb[1])}]"))
+    if s.get("backdoor_success_upper") is not None:
+        rows.append(("backdoor success <=", f"{_pct(s['backdoor_success_upper'])}  (trigger_eps={_num(s.get('trigger_eps'))})"))
+    rows.append(("param width mean/max", f"{_num(s.get('mean_param_width'))} / {_num(s.get('max_param_width'))}  ({s.get('num_params')} parameters)"))
+    steps = f"{s.get('steps')} run ({s.get('epochs')} epoch{'' if s.get('epochs') == 1 else 's'})"
+    if s.get("steps_to_selected_epoch") is not None:
+        steps += f", box after step {s['steps_to_selected_epoch']} (epoch {s.get('selected_epoch')})"
+    rows.append(("steps", steps))
+    if s.get("total_seconds") is not None:
+        t = f"{s['total_seconds']:.1f} s"
+        parts = [f"{k[:-8]} {s[k]:.1f} s" for k in ("train_seconds", "certify_seconds") if s.get(k) is not None]
+        if parts:
+            t += f"  ({', '.join(parts)})"
+        rows.append(("total time", t))
+    method = str(s.get("method"))
+    if s.get("backend"):
+        method += f" / {s['backend']}"
+    rows.append(("method / backend", method))
+    w = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{w}}  {v}" for k, v in rows]
+    width = max(len(x) for x in lines + ([title] if title else []))
+    out = []
+    if title:
+        out += [title, "=" * width]
+    else:
+        out.append("=" * width)
+    out += lines + ["=" * width]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# report.json
+# ---------------------------------------------------------------------------------------------
+def build_report(result, report: CertReport, config: dict | None = None, timings: dict | None = None,
+                 extra: dict | None = None) -> dict:
+    """The JSON document of a run (already :func:`json_safe`).
+
+    Keys: ``config`` (the given config echo plus ``threat_describe`` and the full ``train_config``),
+    ``summary`` (:func:`run_summary`), ``selected_epoch``, ``log`` (one dict per SGD step),
+    ``per_sample`` (``certified``, ``provably_wrong``, ``nominal_correct`` lists over the test set).
+    """
+    from . import __version__
+
+    cfg_echo = dict(config or {})
+    cfg_echo["threat_describe"] = result.threat.describe()
+    cfg_echo["train_config"] = result.config.to_dict()
+    doc = {
+        "mibpcert_version": __version__,
+        "config": cfg_echo,
+        "summary": run_summary(result, report, timings),
+        "selected_epoch": int(result.selected_epoch),
+        "log": [dataclasses.asdict(s) for s in result.log],
+        "per_sample": {
+            "certified": [bool(v) for v in report.certified.cpu().tolist()],
+            "provably_wrong": [bool(v) for v in report.provably_wrong.cpu().tolist()],
+            "nominal_correct": [bool(v) for v in report.nominal_correct.cpu().tolist()],
+        },
+    }
+    if extra:
+        doc.update(extra)
+    return json_safe(doc)
+
+
+def write_report(path: str, result, report: CertReport, config: dict | None = None, timings: dict | None = None,
+                 extra: dict | None = None) -> dict:
+    """Write :func:`build_report` to ``path`` (strict JSON, directories created); return it."""
+    doc = build_report(result, report, config, timings, extra)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------
+# plot
+# ---------------------------------------------------------------------------------------------
+def decision_band(result, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For inputs ``grid`` (M, 2): ``(band, nominal_class, nominal_logits)``. ``band`` is True where some model in
+    the parameter box may predict differently from others: for one logit where the logit bounds
+    contain 0 (or are not finite), for several where the nominal class's margin is not certified."""
+    spec, cfg = result.spec, result.config
+    lo0 = next(iter(result.param_bounds.values()))[0]
+    X = grid.to(device=lo0.device, dtype=lo0.dtype)
+    box = result.box()
+    with torch.no_grad():
+        z = result.nominal(X)
+    with outward_rounding(cfg.outward_rounding):
+        if spec.out_features == 1:
+            lg = logit_bounds(spec, box, X, 0.0, exact=cfg.exact_matmul)
+            lo, hi = lg.lo[:, 0], lg.hi[:, 0]
+            decided = torch.isfinite(lo) & torch.isfinite(hi) & ((lo > 0) | (hi < 0))
+            cls = (z[:, 0] > 0).long()
+        else:
+            cls = z.argmax(dim=1)
+            m = margin_bounds(spec, box, X, cls.to(X.dtype), 0.0, cfg.loss, exact=cfg.exact_matmul)
+            decided = torch.isfinite(m.lo) & torch.isfinite(m.hi) & (m.lo > 0)
+    return (~decided).cpu(), cls.cpu(), z.detach().cpu()
+
+
+def _plot_widths(ax, result) -> None:
+    import numpy as np
+
+    steps = np.array([s.step for s in result.log])
+    mean = np.array([s.mean_width for s in result.log], dtype=float)
+    mx = np.array([s.max_width for s in result.log], dtype=float)
+    pos = lambda a: np.where(a > 0, a, np.nan)  # noqa: E731 (log scale)
+    ax.plot(steps, pos(mean), label="mean width")
+    ax.plot(steps, pos(mx), label="max width")
+    if np.isfinite(pos(mx)).any():
+        ax.set_yscale("log")
+    sel = [s.step for s in result.log if s.epoch == result.selected_epoch]
+    if sel:
+        ax.axvline(max(sel), color="k", ls=":", lw=1, label=f"selected epoch {result.selected_epoch}")
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("parameter interval width")
+    ax.set_title("parameter box width per step")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_run(path: str, result, report: CertReport, data=None, resolution: int = 200) -> str:
+    """Save a figure of the run to ``path`` (PNG by extension) and return ``path``.
+
+    For classification on 2-D inputs (``data`` a :class:`mibpcert.data.Dataset`): left, the band in
+    which the decision boundary of any model in the parameter box can lie (shaded), the nominal
+    decision boundary, the training points and the test points (filled: certified, crosses: not
+    certified); right, the parameter width per step. Otherwise only the width per step (log scale).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    two_d = (
+        data is not None
+        and result.spec.in_features == 2
+        and report.margin is not None
+        and getattr(data, "X_train", None) is not None
+    )
+    if two_d:
+        fig, (ax, ax_w) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1.25, 1]})
+        Xtr = data.X_train.detach().cpu().double().numpy()
+        ytr = data.y_train.detach().cpu().numpy().reshape(-1)
+        Xte = data.X_test.detach().cpu().double().numpy()
+        yte = data.y_test.detach().cpu().numpy().reshape(-1)
+        allx = np.concatenate([Xtr, Xte])
+        lo, hi = allx.min(axis=0), allx.max(axis=0)
+        pad = 0.1 * np.maximum(hi - lo, 1e-6)
+        lo, hi = lo - pad, hi + pad
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
+        grid = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], axis=1))
+        band, cls, z = decision_band(result, grid)
+        band = band.numpy().reshape(gx.shape)
+        cls = cls.numpy().reshape(gx.shape)
+        cmap = plt.get_cmap("coolwarm")
+        n_cls = int(max(cls.max(), ytr.max(), yte.max())) + 1
+        colors = [cmap(i / max(n_cls - 1, 1)) for i in range(n_cls)]
+        ax.contourf(gx, gy, cls, levels=np.arange(-0.5, n_cls), colors=colors, alpha=0.12)
+        ax.contourf(gx, gy, band.astype(float), levels=[0.5, 1.5], colors=["#f2b01e"], alpha=0.45)
+        if z.shape[1] == 1:  # smooth nominal boundary z = 0
+            zz = z[:, 0].numpy().reshape(gx.shape)
+            if zz.min() < 0 < zz.max():
+                ax.contour(gx, gy, zz, levels=[0.0], colors="k", linewidths=1.5)
+        elif len(np.unique(cls)) > 1:
+            ax.contour(gx, gy, cls, levels=np.arange(0.5, n_cls - 0.5), colors="k", linewidths=1.5)
+        for c in range(n_cls):
+            m = ytr == c
+            ax.scatter(Xtr[m, 0], Xtr[m, 1], s=6, color=colors[c], alpha=0.35, linewidths=0, label=f"train, class {c}")
+        cert = report.certified.cpu().numpy().astype(bool)
+        for c in range(n_cls):
+            m = (yte == c) & cert
+            ax.scatter(Xte[m, 0], Xte[m, 1], s=28, color=colors[c], edgecolors="k", linewidths=0.6,
+                       label=f"test, class {c}, certified")
+            m = (yte == c) & ~cert
+            ax.scatter(Xte[m, 0], Xte[m, 1], s=30, color=colors[c], marker="x", linewidths=1.4,
+                       label=f"test, class {c}, not certified")
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        handles, labels = ax.get_legend_handles_labels()
+        handles += [Patch(color="#f2b01e", alpha=0.45), Line2D([], [], color="k", lw=1.5)]
+        labels += ["boundary band (parameter box)", "nominal decision boundary"]
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=7.5, frameon=False)
+        ca = report.certified_accuracy
+        ax.set_title(f"decision boundary band; certified accuracy {100 * ca:.1f} %" if ca is not None else "decision boundary band")
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        names = getattr(data, "feature_names", None) or ("x1", "x2")
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        _plot_widths(ax_w, result)
+    else:
+        fig, ax_w = plt.subplots(figsize=(7, 4.5))
+        _plot_widths(ax_w, result)
+    fig.suptitle(_threat_title(result), fontsize=10)
+    fig.tight_layout()
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _threat_title(result) -> str:
+    desc = result.threat.describe()
+    parts = ", ".join(f"{k}={v}" for k, v in desc.items() if k != "type" and v is not None and k != "parts")
+    cfg = result.config
+    return (f"threat {desc.get('type')}({parts}); {cfg.method}, lr={cfg.lr}, batch={cfg.batch_size}, "
+            f"{cfg.epochs} epochs, loss={cfg.loss}")

@@ -1,0 +1,252 @@
+"""End-to-end tests of the command line ``mibpcert run CONFIG.toml``.
+
+The report written by the CLI is compared with an independent run through the Python API with the
+same settings; bad configurations must fail with exit status 2 and a one-line message.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mibpcert import TrainConfig, certified_train, certify, data, mlp, threats
+from mibpcert.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+TINY = """
+[data]
+name = "two_moons"
+n_train = 100
+n_test = 40
+n_val = 30
+noise = 0.1
+seed = 3
+
+[model]
+hidden = [8]
+seed = 1
+
+[threat]
+type = "linf_features"
+eps = 0.005
+
+[train]
+epochs = 2
+lr = 0.1
+batch_size = 50
+loss = "bce"
+select_epoch = true
+
+[certify]
+test_eps = 0.001
+trigger_eps = 0.01
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "cfg.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def _check_png(path: Path) -> None:
+    assert path.is_file()
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+    assert path.stat().st_size > 1000
+
+
+def _api_reference():
+    """The TINY run through the Python API (independent of the CLI's config handling)."""
+    ds = data.two_moons(n_train=100, n_test=40, n_val=30, noise=0.1, seed=3)
+    model = mlp([2, 8, 1], seed=1)
+    cfg = TrainConfig(epochs=2, lr=0.1, batch_size=50, loss="bce", select_epoch=True)
+    result = certified_train(model, ds.X_train, ds.y_train, threats.LinfFeatures(0.005), cfg, ds.X_val, ds.y_val)
+    return result, certify(result, ds.X_test, ds.y_test, test_eps=0.001, trigger_eps=0.01)
+
+
+def _check_report(doc: dict) -> None:
+    for key in ("config", "summary", "log", "per_sample", "selected_epoch", "mibpcert_version"):
+        assert key in doc, key
+    s = doc["summary"]
+    for key in ("clean_accuracy", "certified_accuracy", "accuracy_bounds", "test_loss_bounds", "mean_param_width",
+                "max_param_width", "steps", "total_seconds", "method", "backend", "selected_epoch"):
+        assert key in s, key
+    assert 0.0 <= s["certified_accuracy"] <= 1.0
+    assert 0.0 <= s["clean_accuracy"] <= 1.0
+    lo, hi = s["accuracy_bounds"]
+    assert lo == s["certified_accuracy"] and lo <= hi <= 1.0
+    assert s["method"] == "interval"
+    assert doc["config"]["threat_describe"]["type"] == "linf_features"
+    assert isinstance(doc["config"]["train_config"]["progress"], bool)
+    assert isinstance(doc["log"], list) and doc["log"] and {"step", "epoch", "mean_width", "max_width"} <= set(doc["log"][0])
+    cert = doc["per_sample"]["certified"]
+    assert all(isinstance(c, bool) for c in cert)
+    assert sum(cert) / len(cert) == pytest.approx(s["certified_accuracy"])
+
+
+def test_cli_in_process_matches_api(tmp_path, capsys):
+    cfg = _write(tmp_path, TINY)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "certified accuracy" in printed and "clean accuracy" in printed
+
+    doc = json.loads((out / "report.json").read_text())
+    _check_report(doc)
+    _check_png(out / "plot.png")
+    assert doc["config"]["data"]["name"] == "two_moons"
+    assert doc["config"]["model"]["widths"] == [2, 8, 1]
+    assert doc["config"]["train_config"]["progress"] is False  # --quiet
+    s = doc["summary"]
+    assert s["steps"] == 4 and len(doc["log"]) == 4
+    assert s["test_eps"] == 0.001 and s["trigger_eps"] == 0.01
+
+    # an independent path through the Python API gives the same numbers
+    result, rep = _api_reference()
+    assert s["certified_accuracy"] == rep.certified_accuracy
+    assert s["clean_accuracy"] == rep.clean_accuracy
+    assert s["accuracy_bounds"] == list(rep.accuracy_bounds)
+    assert s["backdoor_success_upper"] == rep.backdoor_success_upper
+    assert doc["selected_epoch"] == result.selected_epoch
+    assert doc["per_sample"]["certified"] == [bool(c) for c in rep.certified.tolist()]
+    widths = torch.cat([w.reshape(-1) for w in result.widths().values()])
+    assert s["max_param_width"] == float(widths.max())
+    for a, b in zip(doc["log"], result.log):
+        assert a["step"] == b.step and a["max_width"] == b.max_width
+
+
+def test_cli_subprocess(tmp_path):
+    cfg = _write(tmp_path, TINY)
+    out = tmp_path / "sub"
+    exe = Path(sys.executable).with_name("mibpcert")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mibpcert.cli"]
+    proc = subprocess.run([*cmd, "run", str(cfg), "--out", str(out)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "certified accuracy" in proc.stdout
+    doc = json.loads((out / "report.json").read_text())
+    _check_report(doc)
+    _check_png(out / "plot.png")
+    assert doc["config"]["train_config"]["progress"] is True  # default of the CLI without --quiet
+
+
+def test_output_dir_from_config_and_width_plot(tmp_path, monkeypatch):
+    """[output] dir is used without --out; data that is not 2-D gets the width-per-step plot."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _write(tmp_path, """
+[data]
+name = "breast_cancer"
+n_val = 20
+[model]
+hidden = [4]
+[threat]
+type = "label_flip"
+k = 1
+[train]
+epochs = 1
+lr = 0.05
+batch_size = 200
+select_epoch = true
+[output]
+dir = "res/bc"
+""")
+    assert main(["run", str(cfg), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "res/bc/report.json").read_text())
+    assert doc["config"]["threat_describe"] == {"type": "label_flip", "k": 1, "to": None}
+    assert 0.0 <= doc["summary"]["certified_accuracy"] <= 1.0
+    _check_png(tmp_path / "res/bc/plot.png")
+
+
+def test_regression_report_has_no_accuracy(tmp_path):
+    cfg = _write(tmp_path, """
+[data]
+name = "diabetes"
+[model]
+hidden = [4]
+[threat]
+type = "label_noise"
+k = 1
+gamma = 0.1
+[train]
+epochs = 1
+lr = 0.01
+loss = "mse"
+""")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "o/report.json").read_text())
+    assert doc["summary"]["certified_accuracy"] is None and doc["summary"]["accuracy_bounds"] is None
+    lo, hi = (float(v) for v in doc["summary"]["test_loss_bounds"])
+    assert lo <= hi
+    _check_png(tmp_path / "o/plot.png")
+
+
+BAD = {
+    "unknown_key": ('[data]\nname = "two_moons"\nn_train = 100\nfoo = 1\n[threat]\ntype = "linf_features"\neps = 0.01\n', "foo"),
+    "unknown_table": ('[data]\nname = "two_moons"\n[threat]\ntype = "linf_features"\neps = 0.01\n[trian]\nlr = 0.1\n', "trian"),
+    "unknown_train_key": ('[data]\nname = "two_moons"\n[threat]\ntype = "linf_features"\neps = 0.01\n[train]\nlearning_rate = 0.1\n', "learning_rate"),
+    "unknown_threat_key": ('[data]\nname = "two_moons"\n[threat]\ntype = "linf_features"\nepsilon = 0.01\n', "epsilon"),
+    "negative_eps": ('[data]\nname = "two_moons"\nn_train = 100\n[threat]\ntype = "linf_features"\neps = -0.01\n', "eps"),
+    "negative_test_eps": ('[data]\nname = "two_moons"\n[threat]\ntype = "linf_features"\neps = 0.01\n[certify]\ntest_eps = -1.0\n', "test_eps"),
+    "unknown_threat": ('[data]\nname = "two_moons"\nn_train = 100\n[threat]\ntype = "gaussian_noise"\neps = 0.01\n', "gaussian_noise"),
+    "unknown_data": ('[data]\nname = "mnist_full"\n[threat]\ntype = "linf_features"\neps = 0.01\n', "mnist_full"),
+    "bad_lr": ('[data]\nname = "two_moons"\nn_train = 100\n[threat]\ntype = "linf_features"\neps = 0.01\n[train]\nlr = -0.1\n', "lr"),
+    "no_val_set": ('[data]\nname = "two_moons"\nn_train = 100\n[threat]\ntype = "linf_features"\neps = 0.01\n[train]\nselect_epoch = true\n', "n_val"),
+    "bad_toml": ('[data\nname = "two_moons"\n', "TOML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_config_exit_2_one_line(tmp_path, capsys, case):
+    text, needle = BAD[case]
+    cfg = _write(tmp_path, text)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and needle in err
+    assert "Traceback" not in captured.err + captured.out
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_bad_config_subprocess_no_traceback(tmp_path):
+    cfg = _write(tmp_path, BAD["unknown_threat"][0])
+    proc = subprocess.run([sys.executable, "-m", "mibpcert.cli", "run", str(cfg), "--quiet"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: unknown threat type")
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert capsys.readouterr().err.startswith("error: config file not found")
+
+
+def test_examples_parse():
+    """Every example config passes validation (without running it)."""
+    from mibpcert.cli import load_config
+
+    for p in sorted((ROOT / "examples").glob("*.toml")):
+        cfg = load_config(str(p))
+        assert cfg["data"]["name"] and cfg["threat"]["type"]
+
+
+@pytest.mark.slow
+def test_two_moons_example_end_to_end(tmp_path):
+    out = tmp_path / "two_moons"
+    assert main(["run", str(ROOT / "examples" / "two_moons.toml"), "--out", str(out), "--quiet"]) == 0
+    doc = json.loads((out / "report.json").read_text())
+    _check_report(doc)
+    _check_png(out / "plot.png")
+    s = doc["summary"]
+    # the demo is meant to show a non-trivial certificate
+    assert 0.3 < s["certified_accuracy"] <= s["clean_accuracy"]
+    assert math.isfinite(float(s["max_param_width"]))
+    assert doc["config"]["output"]["dir"] == str(out)

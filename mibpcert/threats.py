@@ -192,6 +192,91 @@ class LabelNoise(Threat):
         return {"type": "label_noise", "k": self.k, "gamma": self.gamma}
 
 
+class FeatureValues(Threat):
+    """The feature ``feature`` of every sample (``k=None``) or of at most ``k`` samples per batch
+    may be replaced by any value of the finite set ``values`` (it may also keep its own value).
+
+    Interval enclosure: the hull of the values and the clean value. MIP encoding: one binary per
+    candidate value (the clean value included) summing to one, the feature equal to the chosen
+    value; with a budget, the clean value's binary is forced unless the sample is picked. The MIP
+    set is exactly the threat's, the hull is its sound enclosure."""
+
+    def __init__(self, feature: int, values, k: int | None = None) -> None:
+        if isinstance(feature, bool) or not isinstance(feature, int) or feature < 0:
+            raise ValueError(f"FeatureValues: feature must be a non-negative column index, got {feature!r}")
+        vals = [float(v) for v in values]
+        if not vals:
+            raise ValueError("FeatureValues: the value set is empty")
+        if any(v != v or abs(v) == float("inf") for v in vals):
+            raise ValueError("FeatureValues: values must be finite numbers")
+        _check_k(k, "FeatureValues")
+        self.feature, self.values, self.k = feature, sorted(set(vals)), k
+
+    def validate(self, info):
+        super().validate(info)
+        if self.feature >= info.num_features:
+            raise ValueError(f"FeatureValues: feature {self.feature} out of range for {info.num_features} features")
+
+    def _box(self, X: torch.Tensor) -> Interval:
+        col = X[:, self.feature]
+        lo, hi = X.clone(), X.clone()
+        lo[:, self.feature] = torch.clamp(col, max=min(self.values))
+        hi[:, self.feature] = torch.clamp(col, min=max(self.values))
+        return Interval(lo, hi, check=False)
+
+    def region(self, X, y, info):
+        box = self._box(X)
+        labels = clean_labels(y, info)
+        return Region(box if self.k is None else Interval.point(X), labels, box, labels, self.k)
+
+    def describe(self):
+        return {"type": "feature_values", "feature": self.feature, "values": self.values, "k": self.k}
+
+    def _encode_x(self, enc, X, i, pick):
+        """Sample i's input with the feature chosen among its candidates; ``pick`` is True/False
+        or the index of the sample's pick binary (joint mode)."""
+        import numpy as np
+
+        row = X[i].detach().to("cpu").double().numpy()
+        x = enc.const(row)
+        if pick is False:
+            return x
+        clean = float(row[self.feature])
+        cands = sorted(set(self.values) | {clean})
+        start = [1.0 if v == clean else 0.0 for v in cands]
+        b = enc.binaries(len(cands), start, name=f"value{i}")
+        enc.b.add_eq(b.idx, np.ones(len(cands)), 1.0)
+        xf = enc.var([cands[0]], [cands[-1]], [clean], name=f"x{i}_{self.feature}")
+        enc.b.add_eq(np.concatenate([[xf.idx[0]], b.idx]), np.concatenate([[-1.0], cands]), 0.0)
+        if pick is not True:  # joint mode with a budget: unpicked samples keep their value
+            enc.b.add_row([b.idx[cands.index(clean)], pick], [1.0, 1.0], lo=1.0)
+        x.idx[self.feature], x.lo[self.feature], x.hi[self.feature] = xf.idx[0], cands[0], cands[-1]
+        return x
+
+    def mip_sample(self, enc, region, X, y, i, picked, task):
+        from .encode.inputs import _clean_label, _labels_of, label_vec
+
+        x = self._encode_x(enc, X, i, bool(picked) or self.k is None)
+        labels = region.poisoned_labels if picked else region.labels
+        return x, label_vec(enc, _labels_of(labels, i, task), _clean_label(y, i, task), task, name=f"y{i}")
+
+    def mip_batch(self, enc, region, X, y, task):
+        import numpy as np
+
+        from .encode.inputs import _clean_label, _labels_of, label_vec
+
+        B = X.shape[0]
+        if self.k is None or self.k >= B:
+            picks = [True] * B
+        else:
+            pv = enc.binaries(B, np.zeros(B), name="pick")
+            enc.b.add_row(pv.idx, np.ones(B), hi=float(self.k))
+            picks = [int(p) for p in pv.idx]
+        xs = [self._encode_x(enc, X, i, picks[i]) for i in range(B)]
+        labs = [label_vec(enc, _labels_of(region.labels, i, task), _clean_label(y, i, task), task, name=f"y{i}") for i in range(B)]
+        return xs, labs
+
+
 def _combine_features(X: torch.Tensor, a: Interval, b: Interval) -> Interval:
     """Both perturbations applied: X + (a - X) + (b - X) (Minkowski sum of the two offsets)."""
     return Interval(a.lo + b.lo - X, a.hi + b.hi - X, check=False)
@@ -247,6 +332,7 @@ _REGISTRY = {
     "linf_features": lambda d: LinfFeatures(d["eps"], d.get("k"), tuple(d["domain"]) if d.get("domain") is not None else None),
     "label_flip": lambda d: LabelFlip(d.get("k"), d.get("to")),
     "label_noise": lambda d: LabelNoise(d.get("k"), d["gamma"]),
+    "feature_values": lambda d: FeatureValues(d["feature"], d["values"], d.get("k")),
 }
 
 

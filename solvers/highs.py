@@ -32,6 +32,7 @@ from .base import Backend, ObjectiveBound, SolveOptions, SolverUnavailable, Stat
 from .mccormick import relax
 
 _EPS = np.finfo(np.float64).eps
+_SCHEDULER_THREADS: int | None = None  # thread count of HiGHS's global scheduler, once we set it
 
 
 def _dense_cost(obj: LinearExpr, n: int) -> np.ndarray:
@@ -64,6 +65,14 @@ def safe_lp_bound(
     nnz = A.nnz + len(c) + len(y) + 2
     val -= 4.0 * nnz * _EPS * mag
     return val if sense_min else -val
+
+
+def _limit_statuses() -> frozenset:
+    import highspy
+
+    M = highspy.HighsModelStatus
+    return frozenset({M.kTimeLimit, M.kIterationLimit, M.kSolutionLimit, M.kInterrupt,
+                      M.kHighsInterrupt, M.kObjectiveBound, M.kObjectiveTarget, M.kMemoryLimit})
 
 
 class HighsBackend(Backend):
@@ -120,15 +129,22 @@ class HighsBackend(Backend):
             ("primal_feasibility_tolerance", 1e-9),
             ("dual_feasibility_tolerance", 1e-9),
             ("mip_feasibility_tolerance", 1e-9),
-            ("mip_rel_gap", 1e-6),
-            ("mip_abs_gap", 1e-7),
+            ("mip_rel_gap", 1e-4),
+            ("mip_abs_gap", 1e-6),
             ("random_seed", 0),
         ):
             h.setOptionValue(key, val)
         if options.time_limit is not None:
             h.setOptionValue("time_limit", float(max(options.time_limit, 0.0)))
-        if options.threads and options.threads > 0:
-            h.setOptionValue("threads", int(options.threads))
+        global _SCHEDULER_THREADS
+        want = int(options.threads) if options.threads and options.threads > 0 else _SCHEDULER_THREADS
+        if want is not None:
+            # HiGHS's thread pool is process-global and fixed at first use; a run whose "threads"
+            # option differs fails, so the pool is rebuilt when the requested count changes.
+            if _SCHEDULER_THREADS is not None and want != _SCHEDULER_THREADS:
+                highspy.Highs.resetGlobalScheduler(True)
+            _SCHEDULER_THREADS = want
+            h.setOptionValue("threads", want)
         for key, val in options.extra.items():
             h.setOptionValue(key, val)
         n, m = rel.num_vars, rel.num_rows
@@ -173,15 +189,27 @@ class HighsBackend(Backend):
         if rel.num_vars == 0:
             return 0.0, Status.OPTIMAL
         h.changeObjectiveSense(highspy.ObjSense.kMinimize if sense_min else highspy.ObjSense.kMaximize)
-        h.run()
+        rs = h.run()
         ms = h.getModelStatus()
+        if rs == highspy.HighsStatus.kError and ms == highspy.HighsModelStatus.kNotset:
+            # typically a thread-count clash with a scheduler started elsewhere in this process
+            highspy.Highs.resetGlobalScheduler(True)
+            rs = h.run()
+            ms = h.getModelStatus()
         bad = (-np.inf, Status.FAILED) if sense_min else (np.inf, Status.FAILED)
-        if ms in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible,
-                  highspy.HighsModelStatus.kUnbounded):
-            return bad  # empty (or impossible unbounded) relaxation: an encoding bug; caller falls back
-        status = Status.OPTIMAL if ms == highspy.HighsModelStatus.kOptimal else Status.TIME_LIMIT
+        info = h.getInfo()
+        # Only a completed or limit-stopped run has a meaningful dual side. Infeasible means the
+        # relaxation is empty (an encoding bug): FAILED, so the caller falls back.
+        if rs == highspy.HighsStatus.kError or not info.valid:
+            return bad
+        if ms == highspy.HighsModelStatus.kOptimal:
+            status = Status.OPTIMAL
+        elif ms in _limit_statuses():
+            status = Status.TIME_LIMIT
+        else:
+            return bad
         if is_mip:
-            v = float(h.getInfo().mip_dual_bound)
+            v = float(info.mip_dual_bound)
             if not np.isfinite(v):
                 return bad
             pad = 1e-6 * (1.0 + float(np.abs(c).sum()))
@@ -195,4 +223,4 @@ class HighsBackend(Backend):
         v = safe_lp_bound(c, y, A, rel.row_lb, rel.row_ub, rel.lb, rel.ub, sense_min)
         if not np.isfinite(v):
             return bad
-        return pad_outward(v, sense_min, 1e-9, 1e-9), status
+        return float(pad_outward(v, sense_min, 1e-9, 1e-9)), status

@@ -183,65 +183,69 @@ def certified_train(
 
         bar = tqdm(total=total, initial=start_step, desc="certified training", unit="step")
     step = 0
-    with outward_rounding(cfg.outward_rounding):
-        for epoch in range(cfg.epochs):
-            for idx in _batches(n, cfg, epoch, device):
-                step += 1
-                if step <= start_step:
+    try:
+        with outward_rounding(cfg.outward_rounding):
+            for epoch in range(cfg.epochs):
+                for idx in _batches(n, cfg, epoch, device):
+                    step += 1
+                    if step <= start_step:
+                        continue
+                    t0 = time.perf_counter()
+                    Xb, yb = X[idx], y[idx]
+                    theta_before = {k: v.detach().clone() for k, v in nominal.state_dict().items()} if tightener else None
+                    # nominal SGD step on the clean batch
+                    opt.zero_grad()
+                    per_sample_loss(cfg.loss, nominal(Xb), yb).mean().backward()
+                    opt.step()
+                    # interval step over the threat region
+                    region = threat.region(Xb, yb, info)
+                    sb = interval_step(spec, box, region, cfg.loss, lr, cfg.weight_decay, exact=cfg.exact_matmul)
+                    new_box = sb.params
+                    iv_width = float(_widths(new_box).mean())
+                    entry = dict(solver_bounds=0, fallback_bounds=0, solver_seconds=0.0)
+                    if tightener is not None:
+                        new_box, stats = tightener.tighten(box, sb, region, Xb, yb, lr, theta_before, threat)
+                        entry.update(stats)
+                    w = _widths(new_box)
+                    if not bool(torch.isfinite(w).all()):
+                        prev = ", ".join(f"{s.step}:{s.max_width:.3g}" for s in steps_log[-5:])
+                        raise BoundsDiverged(
+                            f"parameter bounds became non-finite at step {step} (epoch {epoch}): training diverged "
+                            f"under the bounds; max widths of the last steps: [{prev}]. Lower lr or eps."
+                        )
+                    _check_inside(new_box, nominal, step, tol)
+                    box = new_box
+                    mean_w = float(w.mean())
+                    steps_log.append(
+                        StepLog(
+                            step=step, epoch=epoch, lr=lr, mean_width=mean_w, max_width=float(w.max()),
+                            seconds=time.perf_counter() - t0, interval_mean_width=iv_width,
+                            width_ratio=mean_w / iv_width if iv_width > 0 else 1.0, **entry,
+                        )
+                    )
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(mean_w=f"{mean_w:.2e}", max_w=f"{float(w.max()):.2e}")
+                    if ckpt_path:
+                        _save(ckpt_path, fingerprint, step, box, nominal, opt, lr, steps_log, best, val_scores, epochs_done)
+                if epoch < epochs_done:
                     continue
-                t0 = time.perf_counter()
-                Xb, yb = X[idx], y[idx]
-                theta_before = {k: v.detach().clone() for k, v in nominal.state_dict().items()} if tightener else None
-                # nominal SGD step on the clean batch
-                opt.zero_grad()
-                per_sample_loss(cfg.loss, nominal(Xb), yb).mean().backward()
-                opt.step()
-                # interval step over the threat region
-                region = threat.region(Xb, yb, info)
-                sb = interval_step(spec, box, region, cfg.loss, lr, cfg.weight_decay, exact=cfg.exact_matmul)
-                new_box = sb.params
-                iv_width = float(_widths(new_box).mean())
-                entry = dict(solver_bounds=0, fallback_bounds=0, solver_seconds=0.0)
-                if tightener is not None:
-                    new_box, stats = tightener.tighten(box, sb, region, Xb, yb, lr, theta_before, threat)
-                    entry.update(stats)
-                w = _widths(new_box)
-                if not bool(torch.isfinite(w).all()):
-                    prev = ", ".join(f"{s.step}:{s.max_width:.3g}" for s in steps_log[-5:])
-                    raise BoundsDiverged(
-                        f"parameter bounds became non-finite at step {step} (epoch {epoch}): training diverged "
-                        f"under the bounds; max widths of the last steps: [{prev}]. Lower lr or eps."
-                    )
-                _check_inside(new_box, nominal, step, tol)
-                box = new_box
-                mean_w = float(w.mean())
-                steps_log.append(
-                    StepLog(
-                        step=step, epoch=epoch, lr=lr, mean_width=mean_w, max_width=float(w.max()),
-                        seconds=time.perf_counter() - t0, interval_mean_width=iv_width,
-                        width_ratio=mean_w / iv_width if iv_width > 0 else 1.0, **entry,
-                    )
-                )
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(mean_w=f"{mean_w:.2e}", max_w=f"{float(w.max()):.2e}")
+                if cfg.select_epoch:
+                    from .certify import certified_mask
+
+                    score = float(certified_mask(spec, box, X_val, y_val, cfg.val_eps, cfg.loss, exact=cfg.exact_matmul).double().mean())
+                    val_scores.append(score)
+                    if best is None or score > best[0]:
+                        best = (score, epoch, {k: (v.lo.clone(), v.hi.clone()) for k, v in box.items()}, copy.deepcopy(nominal.state_dict()))
+                lr = lr * cfg.lr_decay
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                epochs_done = epoch + 1
                 if ckpt_path:
                     _save(ckpt_path, fingerprint, step, box, nominal, opt, lr, steps_log, best, val_scores, epochs_done)
-            if epoch < epochs_done:
-                continue
-            if cfg.select_epoch:
-                from .certify import certified_mask
-
-                score = float(certified_mask(spec, box, X_val, y_val, cfg.val_eps, cfg.loss, exact=cfg.exact_matmul).double().mean())
-                val_scores.append(score)
-                if best is None or score > best[0]:
-                    best = (score, epoch, {k: (v.lo.clone(), v.hi.clone()) for k, v in box.items()}, copy.deepcopy(nominal.state_dict()))
-            lr = lr * cfg.lr_decay
-            for g in opt.param_groups:
-                g["lr"] = lr
-            epochs_done = epoch + 1
-            if ckpt_path:
-                _save(ckpt_path, fingerprint, step, box, nominal, opt, lr, steps_log, best, val_scores, epochs_done)
+    finally:
+        if tightener is not None:
+            tightener.close()
     if bar is not None:
         bar.close()
 

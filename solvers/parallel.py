@@ -12,6 +12,7 @@ callers running a script must guard their entry point with ``if __name__ == "__m
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import multiprocessing as mp
 from typing import Sequence
 
@@ -19,7 +20,9 @@ from mibpcert.encode.ir import LinearExpr, Program
 
 from .base import ObjectiveBound, SolveOptions
 
-Job = tuple[Program, Sequence[LinearExpr]]
+# (program, objectives) or (program, objectives, warm_start): a job's own feasible start point
+# replaces ``options.warm_start`` for that job.
+Job = tuple
 
 
 def _solve_jobs(backend_name: str, jobs: list[Job], options: SolveOptions) -> list[list[ObjectiveBound]]:
@@ -27,7 +30,12 @@ def _solve_jobs(backend_name: str, jobs: list[Job], options: SolveOptions) -> li
     from . import get_backend
 
     backend = get_backend(backend_name)
-    return [backend.bound(program, list(objs), options) for program, objs in jobs]
+    out = []
+    for job in jobs:
+        program, objs = job[0], list(job[1])
+        opts = dataclasses.replace(options, warm_start=job[2]) if len(job) > 2 and job[2] is not None else options
+        out.append(backend.bound(program, objs, opts))
+    return out
 
 
 class SolverPool:
@@ -106,13 +114,14 @@ def bound_many(
     jobs_per_chunk: int | None = None,
     pool: SolverPool | None = None,
 ) -> list[list[ObjectiveBound]]:
-    """Bounds for many ``(program, objectives)`` jobs (e.g. one small program per training sample).
+    """Bounds for many ``(program, objectives[, warm_start])`` jobs (e.g. one small program per
+    training sample).
 
     Returns one list per job, in input order. Each job is bounded whole by one backend call, so the
     result does not depend on ``workers`` or on the chunking; chunks of consecutive jobs
     (default: about four per worker) only balance the load and amortise pickling. ``pool``: a
     :class:`SolverPool` to reuse; otherwise ``workers > 1`` starts a temporary one."""
-    jobs = [(p, list(o)) for p, o in jobs]
+    jobs = [(j[0], list(j[1])) + tuple(j[2:3]) for j in jobs]
     if not jobs:
         return []
     if pool is None and workers <= 1:

@@ -6,8 +6,9 @@ bound. SCIP enforces constraints up to ``numerics/feastol`` (set to 1e-9; a loos
 tolerance only enlarges the set it bounds), solves LP relaxations to ``numerics/dualfeastol``
 (1e-7; tighter values are clamped by SoPlex without GMP) and works with further relative
 tolerances on nonconvex constraints, so the bound is padded outward by
-``1e-6 (1 + ||c||_inf) + 1e-6 |v|``. The model is built once; ``freeTransform`` is called before
-each new objective.
+``1e-6 (1 + ||c||_inf) + 1e-6 |v|``. Every objective side is solved on a freshly built model:
+re-using one model across objectives (``freeTransform`` and a new objective) returned dual bounds
+that cut off feasible points in our enumeration tests.
 """
 from __future__ import annotations
 
@@ -46,31 +47,27 @@ class ScipBackend(Backend):
     ) -> list[ObjectiveBound]:
         """Sound [lower, upper] of each objective: padded SCIP dual bound of the exact program."""
         objectives = list(objectives)
-        try:
-            model, x = self._build(program, options)
-        except Exception:
-            return [ObjectiveBound(-np.inf, np.inf, Status.FAILED, Status.FAILED) for _ in objectives]
         out = []
-        try:
-            for obj in objectives:
-                t0 = time.perf_counter()
-                sides = []
-                for sense_min in (True, False):
-                    try:
-                        sides.append(self._solve_side(model, x, obj, sense_min, program, options))
-                    except Exception:
-                        sides.append((-np.inf if sense_min else np.inf, Status.FAILED))
+        for obj in objectives:
+            t0 = time.perf_counter()
+            sides = []
+            for sense_min in (True, False):
+                # a fresh model per side: re-using one model across objectives (freeTransform and a
+                # new objective) gave dual bounds that excluded feasible points in our tests
+                model = None
+                try:
+                    model, x = self._build(program, options)
+                    sides.append(self._solve_side(model, x, obj, sense_min, program, options))
+                except Exception:
+                    sides.append((-np.inf if sense_min else np.inf, Status.FAILED))
+                finally:
+                    if model is not None:
                         try:
-                            model.freeTransform()
+                            model.freeProb()
                         except Exception:
                             pass
-                (lo, ls), (hi, us) = sides
-                out.append(ObjectiveBound(lo, hi, ls, us, time.perf_counter() - t0))
-        finally:
-            try:
-                model.freeProb()
-            except Exception:
-                pass
+            (lo, ls), (hi, us) = sides
+            out.append(ObjectiveBound(lo, hi, ls, us, time.perf_counter() - t0))
         return out
 
     @staticmethod
@@ -134,7 +131,6 @@ class ScipBackend(Backend):
         model.optimize()
         st = model.getStatus()
         v = float(model.getDualbound())
-        model.freeTransform()
         bad = (-np.inf if sense_min else np.inf, Status.FAILED)
         if st in ("optimal", "gaplimit"):
             status = Status.OPTIMAL

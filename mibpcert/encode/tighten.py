@@ -20,7 +20,7 @@ from ..interval.step import ParamBox, StepBounds, aggregate
 from ..interval.tensor import Interval
 from ..model import ModelSpec
 from ..solvers import SolveOptions, SolverUnavailable, Status, get_backend
-from ..solvers.parallel import bound_many
+from ..solvers.parallel import SolverPool, bound_many
 from ..threats import TaskInfo
 from .training_step import StepProgram, TraceBounds, joint_program, sample_program
 
@@ -48,6 +48,12 @@ class StepTightener:
         self.backend_name = cfg.backend
         get_backend(cfg.backend)  # fail early: unknown name or missing package
         self.options = SolveOptions(time_limit=cfg.time_limit, threads=cfg.threads, relax=cfg.relax, partitions=cfg.partitions)
+        self.pool = SolverPool(cfg.workers) if cfg.workers > 1 else None  # reused by every step
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     def _programs(self, box, sb: StepBounds, region, Xb, yb, lr, theta_nominal, threat) -> list[tuple[StepProgram, int, int]]:
         """(program, region slot, sample) triples; slot 0 = base trace, 1 = poisoned trace."""
@@ -81,6 +87,7 @@ class StepTightener:
                 [(p.program, p.exprs, p.start) for p, _, _ in progs],
                 self.options,
                 self.cfg.workers,
+                pool=self.pool,
             )
         except SolverUnavailable:
             raise

@@ -1,0 +1,22 @@
+"""Shared test configuration: single-threaded torch (tiny tensors), a fixed seed per test."""
+import pytest
+import torch
+
+# the tensors in these tests are tiny: intra-op threads only cost (2-thread softmax on a 4x3
+# tensor takes milliseconds instead of microseconds on a busy machine)
+torch.set_num_threads(1)
+
+_TRAINING_MODULES = {"test_soundness_training", "test_bad_input", "test_certify", "test_checkpoint"}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(1234)
+    yield
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # torch.optim imports torch._dynamo the first time an optimizer is built (several seconds);
+    # pay that once here, not inside whichever test happens to train first
+    if any(item.module.__name__ in _TRAINING_MODULES for item in items if getattr(item, "module", None)):
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)

@@ -1,0 +1,353 @@
+"""Bad input is rejected early with one ValueError/TypeError that names the problem; runs whose
+bounds blow up raise BoundsDiverged; NaN bounds never certify anything."""
+import math
+
+import pytest
+import torch
+
+from mibpcert import BoundsDiverged, TrainConfig, certified_train, certify, mlp
+from mibpcert.threats import Both, LabelFlip, LabelNoise, LinfFeatures, from_config
+
+F64 = torch.float64
+
+
+def binary_data(n=10, d=2):
+    X = torch.randn(n, d, dtype=F64)
+    y = (X[:, 0] > 0).to(F64)
+    return X, y
+
+
+def multi_data(n=10):
+    X = torch.randn(n, 2, dtype=F64)
+    y = torch.randint(0, 3, (n,)).to(F64)
+    return X, y
+
+
+def reg_data(n=10):
+    X = torch.randn(n, 3, dtype=F64)
+    return X, torch.randn(n, 2, dtype=F64)
+
+
+CFG = dict(epochs=1, lr=0.1, batch_size=4)
+
+
+def train(model, X, y, threat=None, **cfg):
+    kw = dict(CFG, **cfg)
+    return certified_train(model, X, y, threat if threat is not None else LinfFeatures(0.01), TrainConfig(**kw))
+
+
+# ---------------------------------------------------------------------------------------------
+# data shapes and values
+# ---------------------------------------------------------------------------------------------
+def test_X_one_dimensional():
+    X, y = binary_data()
+    with pytest.raises(ValueError, match=r"inputs must have shape \(N, 2\)"):
+        train(mlp([2, 3, 1]), X[:, 0], y)
+
+
+def test_wrong_number_of_features():
+    X, y = binary_data(d=3)
+    with pytest.raises(ValueError, match="3 features but the model expects 2"):
+        train(mlp([2, 3, 1]), X, y)
+
+
+def test_label_length_mismatch():
+    X, y = binary_data()
+    with pytest.raises(ValueError, match="labels have 9 rows but the inputs have 10"):
+        train(mlp([2, 3, 1]), X, y[:9])
+
+
+def test_X_not_a_tensor_and_empty():
+    X, y = binary_data()
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        train(mlp([2, 3, 1]), X.numpy(), y)
+    with pytest.raises(TypeError, match="labels must be a torch.Tensor"):
+        train(mlp([2, 3, 1]), X, y.numpy())
+    with pytest.raises(ValueError, match="empty"):
+        train(mlp([2, 3, 1]), X[:0], y[:0])
+
+
+@pytest.mark.parametrize("loss", ["bce", "hinge"])
+def test_binary_labels_not_zero_one(loss):
+    X, y = binary_data()
+    for bad in (y * 2 - 1, y + 0.5, y.unsqueeze(1)):  # {-1, 1}, {0.5, 1.5}, 2-D
+        with pytest.raises(ValueError, match="values 0 or 1"):
+            train(mlp([2, 3, 1]), X, bad, loss=loss)
+
+
+def test_ce_labels_out_of_range_or_not_integer():
+    X, y = multi_data()
+    for bad, what in ((y + 3, "too large"), (y - 1, "negative"), (y + 0.5, "fractional"), (y.unsqueeze(1), "2-D")):
+        with pytest.raises(ValueError, match=r"integer class labels of shape \(N,\) in \[0, 2\]"):
+            train(mlp([2, 3, 3]), X, bad, loss="ce", threat=LinfFeatures(0.01))
+
+
+def test_loss_and_model_output_mismatch():
+    X, y = binary_data()
+    with pytest.raises(ValueError, match="needs a model with 1 output logit"):
+        train(mlp([2, 3, 2]), X, y, loss="bce")
+    with pytest.raises(ValueError, match="at least 2 output logits"):
+        train(mlp([2, 3, 1]), X, y, loss="ce")
+    Xr, yr = reg_data()
+    with pytest.raises(ValueError, match=r"targets of shape \(N, 2\)"):
+        train(mlp([3, 3, 2]), Xr, yr[:, :1], loss="mse")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nonfinite_X(bad):
+    X, y = binary_data()
+    X[3, 1] = bad
+    with pytest.raises(ValueError, match="inputs contain NaN or infinite values"):
+        train(mlp([2, 3, 1]), X, y)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nonfinite_y(bad):
+    X, y = reg_data()
+    y[2, 0] = bad
+    with pytest.raises(ValueError, match="labels contain NaN or infinite values"):
+        train(mlp([3, 3, 2]), X, y, loss="mse", threat=LabelNoise(1, 0.1))
+    Xb, yb = binary_data()
+    yb[0] = bad
+    with pytest.raises(ValueError, match="labels contain NaN or infinite values"):
+        train(mlp([2, 3, 1]), Xb, yb)
+
+
+def test_select_epoch_without_validation_data():
+    X, y = binary_data()
+    with pytest.raises(ValueError, match="select_epoch needs a validation set"):
+        train(mlp([2, 3, 1]), X, y, select_epoch=True)
+    Xv, yv = binary_data(6, d=3)
+    with pytest.raises(ValueError, match="validation inputs have 3 features"):
+        certified_train(mlp([2, 3, 1]), X, y, LinfFeatures(0.01), TrainConfig(select_epoch=True, **CFG), X_val=Xv, y_val=yv)
+
+
+# ---------------------------------------------------------------------------------------------
+# threat models
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("eps", [-0.1, math.nan, math.inf])
+def test_bad_eps(eps):
+    with pytest.raises(ValueError, match="eps must be a finite non-negative number"):
+        LinfFeatures(eps)
+
+
+@pytest.mark.parametrize("gamma", [-0.1, math.nan])
+def test_bad_gamma(gamma):
+    with pytest.raises(ValueError, match="gamma must be a finite non-negative number"):
+        LabelNoise(1, gamma)
+
+
+@pytest.mark.parametrize("make", [lambda k: LinfFeatures(0.1, k=k), lambda k: LabelFlip(k), lambda k: LabelNoise(k, 0.1)])
+@pytest.mark.parametrize("k", [-1, 1.5, True, "2"])
+def test_bad_k(make, k):
+    with pytest.raises(ValueError, match="k must be a non-negative integer"):
+        make(k)
+
+
+@pytest.mark.parametrize("threat", [LinfFeatures(0.1, k=5), LabelFlip(5)])
+def test_k_larger_than_batch(threat):
+    X, y = binary_data()
+    with pytest.raises(ValueError, match="k=5 poisoned samples per batch is larger than the batch size 4"):
+        train(mlp([2, 3, 1]), X, y, threat=threat)
+
+
+def test_k_larger_than_small_data_set():
+    X, y = binary_data(3)  # the whole data set is one batch of 3 (batch_size 4)
+    with pytest.raises(ValueError, match="larger than the batch size 3"):
+        train(mlp([2, 3, 1]), X, y, threat=LabelFlip(4))
+
+
+def test_both_budgets_checked_separately():
+    X, y = binary_data()
+    with pytest.raises(ValueError, match="larger than the batch size"):
+        train(mlp([2, 3, 1]), X, y, threat=Both(LinfFeatures(0.1, k=5), LabelFlip(1)))
+    # each fits, their sum (6) may exceed the batch: accepted
+    train(mlp([2, 3, 1]), X, y, threat=Both(LinfFeatures(0.1, k=3), LabelFlip(3)))
+
+
+def test_label_flip_target_out_of_range():
+    X, y = multi_data()
+    with pytest.raises(ValueError, match="target class 3 out of range for 3 classes"):
+        train(mlp([2, 3, 3]), X, y, loss="ce", threat=LabelFlip(1, to=3))
+    Xb, yb = binary_data()
+    with pytest.raises(ValueError, match="target class 2 out of range for 2 classes"):
+        train(mlp([2, 3, 1]), Xb, yb, threat=LabelFlip(1, to=2))
+    for bad in (-1, 1.0, True):
+        with pytest.raises(ValueError, match="'to' must be a non-negative integer"):
+            LabelFlip(1, to=bad)
+
+
+def test_label_noise_on_classification_and_flip_on_regression():
+    X, y = binary_data()
+    with pytest.raises(ValueError, match="LabelNoise needs a regression task"):
+        train(mlp([2, 3, 1]), X, y, threat=LabelNoise(1, 0.1))
+    Xr, yr = reg_data()
+    with pytest.raises(ValueError, match="LabelFlip needs a classification task"):
+        train(mlp([3, 3, 2]), Xr, yr, loss="mse", threat=LabelFlip(1))
+
+
+def test_domain_reversed():
+    with pytest.raises(ValueError, match="domain must be"):
+        LinfFeatures(0.1, domain=(1.0, 0.0))
+
+
+def test_threat_type_checks():
+    X, y = binary_data()
+    with pytest.raises(TypeError, match="threat must be a mibpcert.threats model"):
+        train(mlp([2, 3, 1]), X, y, threat={"type": "linf_features", "eps": 0.1})
+    with pytest.raises(TypeError, match="must be threat models"):
+        Both(LinfFeatures(0.1), 0.3)
+
+
+def test_from_config_errors():
+    with pytest.raises(ValueError, match="'type' key"):
+        from_config({"eps": 0.1})
+    with pytest.raises(ValueError, match="unknown threat type 'linf'"):
+        from_config({"type": "linf", "eps": 0.1})
+    with pytest.raises(ValueError, match="missing the parameter 'eps'"):
+        from_config({"type": "linf_features"})
+    with pytest.raises(ValueError, match="missing the parameter 'gamma'"):
+        from_config({"type": "label_noise", "k": 1})
+    with pytest.raises(ValueError, match="exactly two"):
+        from_config({"type": "both", "parts": [{"type": "label_flip", "k": 1}]})
+    with pytest.raises(ValueError, match="eps must be a finite non-negative"):
+        from_config({"type": "linf_features", "eps": -1})
+    t = from_config({"type": "both", "paired": True, "parts": [{"type": "linf_features", "eps": 0.1, "k": 2}, {"type": "label_flip", "k": 1, "to": 0}]})
+    assert isinstance(t, Both) and t.paired and t.k == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "model,match",
+    [
+        (lambda: torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1)), "unsupported layer '1' of type Tanh"),
+        (lambda: torch.nn.Sequential(torch.nn.Conv1d(1, 1, 2), torch.nn.Flatten(), torch.nn.Linear(1, 1)), "unsupported layer '0' of type Conv1d"),
+        (lambda: torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1), torch.nn.ReLU()), "last layer must be Linear"),
+        (lambda: torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(2, 1)), "ReLU must follow a Linear layer"),
+        (lambda: torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(4, 1)), "widths do not chain"),
+        (lambda: torch.nn.Sequential(), "no Linear layer"),
+        (lambda: torch.nn.Identity(), "unsupported model type Identity"),
+    ],
+)
+def test_unsupported_models(model, match):
+    X, y = binary_data()
+    with pytest.raises(TypeError, match=match):
+        train(model(), X, y)
+
+
+def test_mlp_widths_checked():
+    with pytest.raises(ValueError, match="widths"):
+        mlp([3])
+    with pytest.raises(ValueError, match="widths"):
+        mlp([3, 0, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(loss="foo"), "unsupported loss 'foo'"),
+        (dict(epochs=0), "TrainConfig.epochs must be a positive integer"),
+        (dict(epochs=1.5), "TrainConfig.epochs must be a positive integer"),
+        (dict(batch_size=0), "TrainConfig.batch_size must be a positive integer"),
+        (dict(lr=-0.1), "TrainConfig.lr must be"),
+        (dict(lr=0.0), "TrainConfig.lr must be positive"),
+        (dict(lr=math.nan), "TrainConfig.lr must be"),
+        (dict(lr=math.inf), "TrainConfig.lr must be"),
+        (dict(weight_decay=-1.0), "TrainConfig.weight_decay must be"),
+        (dict(lr_decay=-0.5), "TrainConfig.lr_decay must be"),
+        (dict(val_eps=math.nan), "TrainConfig.val_eps must be"),
+        (dict(method="foo"), "TrainConfig.method must be one of"),
+        (dict(mode="foo"), "TrainConfig.mode must be one of"),
+        (dict(relax="foo"), "TrainConfig.relax must be one of"),
+        (dict(dtype="float16"), "TrainConfig.dtype must be one of"),
+        (dict(device="tpu"), "TrainConfig.device must be"),
+        (dict(time_limit=0), "TrainConfig.time_limit must be positive"),
+    ],
+)
+def test_bad_config(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# certify arguments
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_result():
+    torch.manual_seed(0)
+    X, y = binary_data()
+    return certified_train(mlp([2, 3, 1]), X, y, LinfFeatures(0.01), TrainConfig(**CFG)), X, y
+
+
+def test_certify_bad_arguments(small_result):
+    res, X, y = small_result
+    for eps in (-0.1, math.nan):
+        with pytest.raises(ValueError, match="test_eps must be a non-negative number"):
+            certify(res, X, y, test_eps=eps)
+        with pytest.raises(ValueError, match="trigger_eps must be a non-negative number"):
+            certify(res, X, y, trigger_eps=eps)
+    with pytest.raises(ValueError, match="test inputs have 3 features"):
+        certify(res, torch.randn(4, 3, dtype=F64), y[:4])
+    with pytest.raises(ValueError, match="test labels have 3 rows"):
+        certify(res, X[:4], y[:3])
+    with pytest.raises(ValueError, match="values 0 or 1"):
+        certify(res, X, y + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# divergence and NaN bounds
+# ---------------------------------------------------------------------------------------------
+def test_bounds_blow_up_raises_bounds_diverged():
+    torch.manual_seed(0)
+    X = torch.randn(12, 3, dtype=F64)
+    y = torch.randn(12, 2, dtype=F64)
+    cfg = TrainConfig(epochs=6, lr=1e3, batch_size=4, loss="mse")
+    with pytest.raises(BoundsDiverged, match=r"non-finite at step \d+ \(epoch \d+\)") as info:
+        certified_train(mlp([3, 8, 2], seed=1), X, y, LinfFeatures(10.0), cfg)
+    assert "Lower lr or eps" in str(info.value)
+
+
+def _nan_result(res, name, index):
+    lo, hi = res.param_bounds[name]
+    lo, hi = lo.clone(), hi.clone()
+    lo.view(-1)[index] = math.nan
+    res.param_bounds = dict(res.param_bounds)
+    res.param_bounds[name] = (lo, hi)
+    return res
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+@pytest.mark.parametrize("where", ["first_weight", "last_bias", "inf_hidden"])
+def test_nan_bounds_never_certify(task, where):
+    torch.manual_seed(0)
+    if task == "binary":
+        X, y = binary_data(20)
+        model, loss = mlp([2, 4, 1], seed=0), "bce"
+    else:
+        X, y = multi_data(20)
+        model, loss = mlp([2, 4, 3], seed=0), "ce"
+    res = certified_train(model, X, y, LinfFeatures(1e-4), TrainConfig(epochs=1, lr=0.01, batch_size=10, loss=loss))
+    before = certify(res, X, y)
+    assert before.certified.any()  # without the NaN some points certify
+    if where == "first_weight":
+        res = _nan_result(res, "0.weight", 0)
+    elif where == "last_bias":
+        res = _nan_result(res, "2.bias", res.spec.out_features - 1)
+    else:
+        lo, hi = res.param_bounds["0.bias"]
+        hi = hi.clone()
+        hi[1] = math.inf
+        res.param_bounds = dict(res.param_bounds)
+        res.param_bounds["0.bias"] = (lo, hi)
+    rep = certify(res, X, y)
+    assert not rep.certified.any()
+    assert not rep.provably_wrong.any()
+    rep_t = certify(res, X, y, test_eps=0.01, trigger_eps=0.01)
+    assert not rep_t.certified.any()
+    assert rep_t.backdoor_success_upper == 1.0
+    assert rep.accuracy_bounds == (0.0, 1.0)

@@ -3,13 +3,13 @@
 Bounds every parameter that SGD could reach on any poisoned training set allowed by a threat
 model (interval arithmetic, tightened by mixed-integer bilinear programs), then certifies
 predictions over that parameter box and a test-time perturbation ball.
-
-Names are imported on first use, so solver worker processes that only need the IR and the
-backends start without importing torch.
 """
 from __future__ import annotations
 
 import importlib
+import os
+
+__version__ = "0.1.0"
 
 _EXPORTS = {
     "BoundsDiverged": "train",
@@ -23,21 +23,25 @@ _EXPORTS = {
     "describe": "model",
     "mlp": "model",
 }
-_SUBMODULES = ("data", "threats")
-
-__all__ = sorted([*_EXPORTS, *_SUBMODULES])
-__version__ = "0.1.0"
+__all__ = sorted([*_EXPORTS, "data", "threats"])
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
+    """Lazy access, used only in solver worker processes (see below)."""
+    if name in ("data", "threats"):
         return importlib.import_module(f".{name}", __name__)
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module 'mibpcert' has no attribute {name!r}")
 
 
-def __dir__() -> list[str]:
-    return __all__
+# Solver worker processes (mibpcert.solvers.parallel) only need the IR and the backends; they run
+# with this variable set so that importing the package does not import torch (seconds per worker).
+# Everywhere else the public names are bound eagerly, which also keeps ``mibpcert.certify`` the
+# function (not the submodule of the same name).
+if not os.environ.get("MIBPCERT_SOLVER_WORKER"):
+    from . import data, threats
+    from .certify import CertReport, certify
+    from .config import TrainConfig
+    from .model import describe, mlp
+    from .train import BoundsDiverged, SoundnessError, StepLog, TrainResult, certified_train

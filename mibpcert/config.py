@@ -18,8 +18,8 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 class TrainConfig:
     """SGD recipe and certification options.
 
-    Training: ``epochs`` passes over the data in the given order (``shuffle=True`` permutes with
-    ``seed`` each epoch), consecutive batches of ``batch_size`` (the last partial batch kept), the
+    Training: ``epochs`` passes over the data in the given order (``shuffle=True`` uses, in epoch
+    e, ``torch.randperm(N, generator=torch.Generator().manual_seed(seed * 100003 + e))``), consecutive batches of ``batch_size`` (the last partial batch kept), the
     mean ``loss`` per batch, step ``lr`` multiplied by ``lr_decay`` after every epoch, L2
     ``weight_decay`` as in ``torch.optim.SGD``.
 

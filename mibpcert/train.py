@@ -104,14 +104,19 @@ def _fingerprint(model, X, y, threat, cfg) -> str:
 
 def _check_inside(box: ParamBox, nominal: torch.nn.Module, step: int, tol: float) -> None:
     state = nominal.state_dict()
-    for name, iv in box.items():
-        p = state[name]
-        bad = (p < iv.lo - tol * (1 + p.abs())) | (p > iv.hi + tol * (1 + p.abs()))
-        if bool(bad.any()):
-            raise SoundnessError(
-                f"step {step}: the box of {name!r} excludes the nominal parameters at {int(bad.sum())} entries; "
-                "this is a bug in the bounds, please report it"
-            )
+    p = torch.cat([state[n].reshape(-1) for n in box])
+    lo = torch.cat([iv.lo.reshape(-1) for iv in box.values()])
+    hi = torch.cat([iv.hi.reshape(-1) for iv in box.values()])
+    slack = tol * (1 + p.abs())
+    bad = (p < lo - slack) | (p > hi + slack)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0])
+        sizes = torch.tensor([iv.lo.numel() for iv in box.values()]).cumsum(0)
+        name = list(box)[int((sizes <= first).sum())]
+        raise SoundnessError(
+            f"step {step}: the box of {name!r} excludes the nominal parameters at {int(bad.sum())} entries; "
+            "this is a bug in the bounds, please report it"
+        )
 
 
 def certified_train(
@@ -201,12 +206,13 @@ def certified_train(
                     region = threat.region(Xb, yb, info)
                     sb = interval_step(spec, box, region, cfg.loss, lr, cfg.weight_decay, exact=cfg.exact_matmul)
                     new_box = sb.params
-                    iv_width = float(_widths(new_box).mean())
+                    w = _widths(new_box)
+                    iv_width = float(w.mean())
                     entry = dict(solver_bounds=0, fallback_bounds=0, solver_seconds=0.0)
                     if tightener is not None:
                         new_box, stats = tightener.tighten(box, sb, region, Xb, yb, lr, theta_before, threat)
                         entry.update(stats)
-                    w = _widths(new_box)
+                        w = _widths(new_box)
                     if not bool(torch.isfinite(w).all()):
                         prev = ", ".join(f"{s.step}:{s.max_width:.3g}" for s in steps_log[-5:])
                         raise BoundsDiverged(

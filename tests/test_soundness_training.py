@@ -328,12 +328,6 @@ def test_bias_free_model_with_flatten():
     _variant_check(model, X, y, Both(LinfFeatures(EPS, k=2), LabelFlip(1)), budget, cfg)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mibpcert/interval/step.py sample_bounds multiplies the back-propagated delta by "
-    "pre[li-1].relu_grad() even when layer li-1 has no ReLU (Linear followed directly by Linear, "
-    "which describe() accepts): the gradient box is wrong and training raises SoundnessError",
-)
 def test_linear_linear_stack_model():
     torch.manual_seed(11)
     model = torch.nn.Sequential(
@@ -424,11 +418,6 @@ def test_label_regions():
     assert torch.equal(rr.labels.lo, yr) and torch.equal(rr.poisoned_labels.lo, yr - 0.25) and torch.equal(rr.poisoned_labels.hi, yr + 0.25)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Both._combine_features computes a.lo + b.lo - X without outward rounding: the combined "
-    "box can exclude the feature corners X +- eps (of the part threat) by one ulp",
-)
 def test_both_region_contains_the_feature_corners_exactly():
     X, y = make_data("binary", 50, seed=12)
     info = _info("binary", 50)

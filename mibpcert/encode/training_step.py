@@ -98,7 +98,7 @@ def encode_pass(enc: Encoder, spec: ModelSpec, theta: dict[str, Vec], x: Vec, la
             grads[layer.bias] = delta
         if li > 0:
             q = enc.dot_rows(theta[layer.weight], (n_out, n_in), delta, None, None, name=f"back{li}", transpose=True)
-            delta = enc.gate(gates[li - 1], q, name=f"delta{li - 1}")
+            delta = enc.gate(gates[li - 1], q, name=f"delta{li - 1}") if gates[li - 1] is not None else q
             lo, hi = tb.row(tb.deltas[li - 1], i)
             delta.lo[:] = np.maximum(delta.lo, lo)
             delta.hi[:] = np.minimum(delta.hi, hi)

@@ -71,7 +71,7 @@ def sample_bounds(
         if li > 0:
             w = params[layer.weight]
             back = linear(delta, Interval(w.lo.T, w.hi.T, check=False), None, exact=exact)  # delta @ W
-            delta = back * pre[li - 1].relu_grad()
+            delta = back.gate(pre[li - 1].relu_grad()) if spec.layers[li - 1].relu else back
     return SampleTrace(x, pre, post, loss_iv, dlogits, deltas, grads)
 
 

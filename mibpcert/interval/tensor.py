@@ -32,12 +32,24 @@ def rounding_enabled() -> bool:
     return _ROUNDING.get()
 
 
+_INF: dict[tuple[torch.dtype, torch.device, bool], torch.Tensor] = {}
+
+
+def _inf(t: torch.Tensor, negative: bool) -> torch.Tensor:
+    """A cached 0-dim +-inf of ``t``'s dtype and device (broadcast by ``nextafter``)."""
+    key = (t.dtype, t.device, negative)
+    v = _INF.get(key)
+    if v is None:
+        v = _INF[key] = torch.tensor(-torch.inf if negative else torch.inf, dtype=t.dtype, device=t.device)
+    return v
+
+
 def _down(t: torch.Tensor) -> torch.Tensor:
-    return torch.nextafter(t, torch.full_like(t, -torch.inf))
+    return torch.nextafter(t, _inf(t, True))
 
 
 def _up(t: torch.Tensor) -> torch.Tensor:
-    return torch.nextafter(t, torch.full_like(t, torch.inf))
+    return torch.nextafter(t, _inf(t, False))
 
 
 def _widen(lo: torch.Tensor, hi: torch.Tensor, err: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,6 +193,15 @@ class Interval:
 
     def relu(self) -> "Interval":
         return Interval(self.lo.clamp_min(0), self.hi.clamp_min(0), check=False)
+
+    def gate(self, d: "Interval") -> "Interval":
+        """Product with an interval ``d`` whose bounds are 0 or 1 (a ReLU derivative): ``self``
+        where d = 1, 0 where d = 0, the hull of 0 and ``self`` where d is [0, 1]. Exact, so no
+        rounding is needed."""
+        zero = torch.zeros_like(self.lo)
+        lo = torch.where(d.lo > 0, self.lo, torch.where(d.hi > 0, self.lo.clamp_max(0), zero))
+        hi = torch.where(d.lo > 0, self.hi, torch.where(d.hi > 0, self.hi.clamp_min(0), zero))
+        return Interval(lo, hi, check=False)
 
     def relu_grad(self) -> "Interval":
         """Bounds on torch's ReLU derivative (1 where x > 0, else 0) over the interval."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .interval.tensor import Interval
+from .interval.tensor import Interval, rounding_enabled
 
 @dataclass
 class Region:
@@ -277,9 +277,26 @@ class FeatureValues(Threat):
         return xs, labs
 
 
+def _is_point(iv: Interval, X: torch.Tensor) -> bool:
+    return bool((iv.lo == X).all() and (iv.hi == X).all())
+
+
+def _widened(lo: torch.Tensor, hi: torch.Tensor) -> Interval:
+    """An interval computed with one rounding per term, moved outward when rounding is on."""
+    if rounding_enabled():
+        lo = torch.nextafter(torch.nextafter(lo, lo - 1), lo - 1)
+        hi = torch.nextafter(torch.nextafter(hi, hi + 1), hi + 1)
+    return Interval(lo, hi, check=False)
+
+
 def _combine_features(X: torch.Tensor, a: Interval, b: Interval) -> Interval:
-    """Both perturbations applied: X + (a - X) + (b - X) (Minkowski sum of the two offsets)."""
-    return Interval(a.lo + b.lo - X, a.hi + b.hi - X, check=False)
+    """Both perturbations applied: X + (a - X) + (b - X) (Minkowski sum of the two offsets); exact
+    when one part leaves the features unchanged, rounded outward otherwise."""
+    if _is_point(a, X):
+        return b
+    if _is_point(b, X):
+        return a
+    return _widened(a.lo + (b.lo - X), a.hi + (b.hi - X))
 
 
 class Both(Threat):
@@ -321,10 +338,10 @@ class Both(Threat):
 
 def _union_labels(a, b, y, info):
     """Label set when both label changes may apply: union of masks; for regression targets the
-    offsets of both add up."""
+    offsets of both add up (exact when one part leaves the targets unchanged)."""
     if isinstance(a, Interval):
-        t = clean_labels(y, info)
-        return Interval(a.lo + b.lo - t.lo, a.hi + b.hi - t.hi, check=False)
+        t = clean_labels(y, info).lo
+        return _combine_features(t, a, b)
     return a | b
 
 

@@ -41,30 +41,50 @@ def _dense_cost(obj: LinearExpr, n: int) -> np.ndarray:
     return c
 
 
+class LagrangianBound:
+    """Rigorous bound of ``c^T x`` over ``{row_lb <= A x <= row_ub, lb <= x <= ub}`` from any row
+    multipliers ``y`` (weak duality), padded for rounding. The transposes and masks are computed
+    once per program, since the bound is evaluated for every objective side."""
+
+    def __init__(self, A, row_lb: np.ndarray, row_ub: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> None:
+        import scipy.sparse as sp
+
+        A = sp.csr_matrix(A)
+        self.AT = A.T.tocsr()
+        self.absAT = abs(self.AT)
+        self.lo_ok, self.hi_ok = np.isfinite(row_lb), np.isfinite(row_ub)
+        self.rlo = np.where(self.lo_ok, row_lb, 0.0)
+        self.rhi = np.where(self.hi_ok, row_ub, 0.0)
+        self.lb, self.ub = lb, ub
+        self.colmag = np.maximum(np.abs(lb), np.abs(ub))
+        self.nnz = A.nnz
+
+    def __call__(self, c: np.ndarray, y: np.ndarray, sense_min: bool) -> float:
+        y = np.array(y, dtype=np.float64, copy=True)
+        if not sense_min:  # max c^T x = -min (-c)^T x; the multipliers flip with the costs
+            c, y = -c, -y
+        y[~np.isfinite(y)] = 0.0
+        # A positive multiplier uses the row's lower side, a negative one the upper side.
+        y[(y > 0) & ~self.lo_ok] = 0.0
+        y[(y < 0) & ~self.hi_ok] = 0.0
+        r = c - self.AT @ y
+        row_terms = np.where(y > 0, y * self.rlo, y * self.rhi)
+        col_terms = np.where(r > 0, r * self.lb, r * self.ub)
+        val = float(np.sum(row_terms) + np.sum(col_terms))
+        # Rounding: of r (|c| + |A|^T |y|) times the column range, and of the sums.
+        mag = float((np.abs(c) + self.absAT @ np.abs(y)) @ self.colmag)
+        mag += float(np.sum(np.abs(row_terms)) + np.sum(np.abs(col_terms)))
+        nnz = self.nnz + len(c) + len(y) + 2
+        val -= 4.0 * nnz * _EPS * mag
+        return val if sense_min else -val
+
+
 def safe_lp_bound(
     c: np.ndarray, y: np.ndarray, A, row_lb: np.ndarray, row_ub: np.ndarray,
     lb: np.ndarray, ub: np.ndarray, sense_min: bool,
 ) -> float:
-    """Lagrangian bound of ``c^T x`` over ``{row_lb <= A x <= row_ub, lb <= x <= ub}`` from any
-    multipliers ``y`` (lower bound if ``sense_min`` else upper bound), padded for rounding."""
-    y = np.array(y, dtype=np.float64, copy=True)
-    if not sense_min:  # max c^T x = -min (-c)^T x; the multipliers flip with the costs
-        c, y = -c, -y
-    y[~np.isfinite(y)] = 0.0
-    # A positive multiplier uses the row's lower side, a negative one the upper side.
-    y[(y > 0) & ~np.isfinite(row_lb)] = 0.0
-    y[(y < 0) & ~np.isfinite(row_ub)] = 0.0
-    r = c - A.T @ y
-    row_terms = np.where(y > 0, y * np.where(np.isfinite(row_lb), row_lb, 0.0),
-                         y * np.where(np.isfinite(row_ub), row_ub, 0.0))
-    col_terms = np.where(r > 0, r * lb, r * ub)
-    val = float(np.sum(row_terms) + np.sum(col_terms))
-    # Rounding: of r (|c| + |A|^T |y|) times the column range, and of the sums.
-    mag = (np.abs(c) + abs(A).T @ np.abs(y)) @ np.maximum(np.abs(lb), np.abs(ub))
-    mag += float(np.sum(np.abs(row_terms)) + np.sum(np.abs(col_terms)))
-    nnz = A.nnz + len(c) + len(y) + 2
-    val -= 4.0 * nnz * _EPS * mag
-    return val if sense_min else -val
+    """One-off :class:`LagrangianBound` (lower bound if ``sense_min`` else upper bound)."""
+    return LagrangianBound(A, row_lb, row_ub, lb, ub)(c, y, sense_min)
 
 
 def _limit_statuses() -> frozenset:
@@ -101,7 +121,7 @@ class HighsBackend(Backend):
         out: list[ObjectiveBound] = []
         n = rel.num_vars
         cols = np.arange(n, dtype=np.int32)
-        A = rel.A.tocsr()
+        lag = LagrangianBound(rel.A, rel.row_lb, rel.row_ub, rel.lb, rel.ub)
         for obj in objectives:
             t0 = time.perf_counter()
             res = []
@@ -110,7 +130,7 @@ class HighsBackend(Backend):
                 if n:
                     h.changeColsCost(n, cols, c)
                 for sense_min in (True, False):
-                    res.append(self._solve_side(h, is_mip, c, A, rel, sense_min))
+                    res.append(self._solve_side(h, is_mip, c, lag, rel, sense_min))
             except Exception:
                 res = [(-np.inf, Status.FAILED), (np.inf, Status.FAILED)]
             const = float(obj.const)
@@ -183,7 +203,7 @@ class HighsBackend(Backend):
         return h, is_mip
 
     @staticmethod
-    def _solve_side(h, is_mip: bool, c: np.ndarray, A, rel: Program, sense_min: bool):
+    def _solve_side(h, is_mip: bool, c: np.ndarray, lag: "LagrangianBound", rel: Program, sense_min: bool):
         import highspy
 
         if rel.num_vars == 0:
@@ -220,7 +240,7 @@ class HighsBackend(Backend):
         y = np.asarray(sol.row_dual, dtype=np.float64)
         if y.shape[0] != rel.num_rows:
             return bad
-        v = safe_lp_bound(c, y, A, rel.row_lb, rel.row_ub, rel.lb, rel.ub, sense_min)
+        v = lag(c, y, sense_min)
         if not np.isfinite(v):
             return bad
         return float(pad_outward(v, sense_min, 1e-9, 1e-9)), status

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
-from ..interval.step import ParamBox, StepBounds, aggregate
+from ..interval.step import ParamBox, StepBounds, aggregate, flat_grads, flatten, unflatten
 from ..interval.tensor import Interval
 from ..model import ModelSpec
 from ..solvers import SolveOptions, SolverUnavailable, Status, get_backend
@@ -25,19 +25,6 @@ from ..threats import TaskInfo
 from .training_step import StepProgram, TraceBounds, joint_program, sample_program
 
 log = logging.getLogger("mibpcert")
-
-
-def _flat(box: ParamBox, names: list[str]) -> Interval:
-    return Interval(torch.cat([box[n].lo.reshape(-1) for n in names]), torch.cat([box[n].hi.reshape(-1) for n in names]), check=False)
-
-
-def _unflat(flat: Interval, spec: ModelSpec) -> ParamBox:
-    out, o = {}, 0
-    for name, shape in spec.param_shapes().items():
-        n = int(np.prod(shape))
-        out[name] = Interval(flat.lo[o : o + n].reshape(shape), flat.hi[o : o + n].reshape(shape), check=False)
-        o += n
-    return out
 
 
 class StepTightener:
@@ -108,13 +95,13 @@ class StepTightener:
         names = self.spec.param_names
         if self.cfg.mode == "joint":
             prog = progs[0][0]
-            new_flat = _flat(sb.params, names)
+            new_flat = flatten(sb.params, names)
             lo, hi = new_flat.lo.clone(), new_flat.hi.clone()
             self._apply(lo, hi, prog, results[0])
             solver_box = Interval(lo, hi, check=False)
         else:
             solver_box = self._combine(box, sb, region, progs, results, lr, Xb.shape[0])
-        new = _unflat(solver_box, self.spec)
+        new = unflatten(solver_box, self.spec)
         final = {n: sb.params[n].intersect(new[n]) for n in names}
         return final, dict(solver_bounds=solved, fallback_bounds=fallback, solver_seconds=time.perf_counter() - t0)
 
@@ -140,15 +127,10 @@ class StepTightener:
         k-of-N rule and divided by B."""
         names = self.spec.param_names
         decay = 1.0 - lr * self.cfg.weight_decay
-        theta = _flat(box, names)
+        theta = flatten(box, names)
 
         def h_interval(trace) -> Interval:
-            g = Interval(
-                torch.cat([trace.grads[n].lo.reshape(B, -1) for n in names], 1),
-                torch.cat([trace.grads[n].hi.reshape(B, -1) for n in names], 1),
-                check=False,
-            )
-            return theta.scale(decay).unsqueeze(0) - g.scale(lr)
+            return theta.scale(decay).unsqueeze(0) - flat_grads(trace, names).scale(lr)
 
         traces = [sb.base] + ([sb.poisoned] if sb.poisoned is not None else [])
         hs = [h_interval(t) for t in traces]

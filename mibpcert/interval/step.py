@@ -103,13 +103,39 @@ def aggregate(base: Interval, poisoned: Interval | None, k: int | None) -> Inter
     return Interval(lo, hi, check=False)
 
 
+def flatten(box: ParamBox, names: list[str]) -> Interval:
+    """All parameters of a box as one flat interval vector, in ``names`` order."""
+    return Interval(torch.cat([box[n].lo.reshape(-1) for n in names]), torch.cat([box[n].hi.reshape(-1) for n in names]), check=False)
+
+
+def unflatten(flat: Interval, spec: ModelSpec) -> ParamBox:
+    """Inverse of :func:`flatten` for ``spec.param_names``."""
+    out, o = {}, 0
+    for name, shape in spec.param_shapes().items():
+        n = int(torch.Size(shape).numel())
+        out[name] = Interval(flat.lo[o : o + n].reshape(shape), flat.hi[o : o + n].reshape(shape), check=False)
+        o += n
+    return out
+
+
+def flat_grads(trace: SampleTrace, names: list[str]) -> Interval:
+    """Per-sample gradients of every parameter as one (B, P) interval."""
+    B = trace.inputs.shape[0]
+    return Interval(
+        torch.cat([trace.grads[n].lo.reshape(B, -1) for n in names], 1),
+        torch.cat([trace.grads[n].hi.reshape(B, -1) for n in names], 1),
+        check=False,
+    )
+
+
 @dataclass
 class StepBounds:
-    """Result of one interval step: the new box, the sum-of-gradient bounds, and the traces of
-    the base and poisoned regions (``poisoned`` is None when every sample uses one region)."""
+    """Result of one interval step: the new box, the bounds on the batch sum of gradients (flat,
+    in ``spec.param_names`` order), and the traces of the base and poisoned regions
+    (``poisoned`` is None when every sample uses one region)."""
 
     params: ParamBox
-    grad_sum: dict[str, Interval]
+    grad_sum: Interval
     base: SampleTrace
     poisoned: SampleTrace | None
 
@@ -138,12 +164,10 @@ def interval_step(
         feats = region.poisoned_features if use_pois else region.features
         labs = region.poisoned_labels if use_pois else region.labels
         base, pois = sample_bounds(spec, params, feats, labs, loss, exact), None
-    grad_sum = {name: aggregate(base.grads[name], pois.grads[name] if pois else None, k) for name in spec.param_names}
-    decay = 1.0 - lr * weight_decay
-    new = {}
-    for name in spec.param_names:
-        new[name] = params[name].scale(decay) - grad_sum[name].scale(lr / B)
-    return StepBounds(new, grad_sum, base, pois)
+    names = spec.param_names
+    grad_sum = aggregate(flat_grads(base, names), flat_grads(pois, names) if pois else None, k)
+    theta = flatten(params, names).scale(1.0 - lr * weight_decay)
+    return StepBounds(unflatten(theta - grad_sum.scale(lr / B), spec), grad_sum, base, pois)
 
 
 def _cat_labels(a, b):

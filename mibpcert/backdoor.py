@@ -1,0 +1,150 @@
+"""Test-time backdoor certificate for a :class:`~mibpcert.threats.SharedTrigger` threat.
+
+After certified training against a shared trigger, a triggered test point is ``x + delta`` with
+``delta`` nonzero only on the trigger's mask and ``|delta_f| <= eps`` (the attacker's pattern is
+one of these). Its logits are bounded over the parameter box and the box ``x ± eps·mask`` by the
+interval forward pass; a point is *safe* when no parameter vector in the box and no such trigger
+can make the model predict the target class:
+
+* one logit (binary, torch's rule ``pred = z > 0``): target 1 is excluded when ``z <= 0``
+  everywhere (upper bound ``<= 0``), target 0 when ``z > 0`` everywhere (lower bound ``> 0``);
+* several logits: when some class ``j != target`` has ``z_j - z_target > 0`` everywhere
+  (``argmax`` then never returns the target). The difference is bounded through the last layer,
+  ``(W_j - W_t) a + (b_j - b_t)`` with the shared activation ``a`` (as in
+  :func:`mibpcert.certify.margin_bounds`).
+
+Without a target (clean-label trigger) a point is safe when its prediction is provably correct on
+the trigger box. The attack success rate, measured on the eligible points (clean label different
+from the target; every point without a target), is at most the fraction of eligible points that
+are not safe: a sound upper bound for every model training can reach and every trigger in the
+threat's set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .data_checks import check_inputs, check_labels
+from .interval.step import forward
+from .interval.tensor import Interval, outward_rounding
+from .threats import SharedTrigger
+
+
+@dataclass
+class BackdoorReport:
+    """``safe``: (N,) provably not flipped to the target by any trigger; ``eligible``: points
+    counted in the success rate; ``logits``: bounds on the triggered logits (N, C);
+    ``success_upper``: upper bound on the attack success rate over the eligible points;
+    ``nominal_success``: the success rate of the trigger-free nominal model's prediction on the
+    clean points (how many eligible points it already gives the target), for reference."""
+
+    safe: torch.Tensor
+    eligible: torch.Tensor
+    logits: Interval
+    target: int | None
+    eps: float
+    success_upper: float
+    nominal_success: float
+
+    @property
+    def certified_fraction(self) -> float:
+        n = int(self.eligible.sum())
+        return float((self.safe & self.eligible).sum()) / n if n else 1.0
+
+    def summary(self) -> dict:
+        return {
+            "target": self.target,
+            "trigger_eps": self.eps,
+            "eligible": int(self.eligible.sum()),
+            "certified_not_flipped": self.certified_fraction,
+            "attack_success_upper": self.success_upper,
+            "nominal_success_clean": self.nominal_success,
+        }
+
+
+def _target_excluded(spec, box, x: Interval, logits: Interval, post, target: int) -> torch.Tensor:
+    """True where no model in the box predicts ``target`` for any input in ``x``."""
+    if spec.out_features == 1:
+        z = logits[:, 0]
+        ok = (z.hi <= 0) if target == 1 else (z.lo > 0)
+        return ok & z.is_finite()
+    last = spec.layers[-1]
+    a = post[-2] if len(spec.layers) > 1 else x
+    W = box[last.weight]  # (C, in)
+    Wt = W[target]
+    dW = Interval(W.lo - Wt.hi.unsqueeze(0), W.hi - Wt.lo.unsqueeze(0), check=False)  # z_j - z_t weights (C, in)
+    m = (dW.unsqueeze(0) * a.unsqueeze(1)).sum(dim=2)  # (N, C)
+    if last.bias:
+        b = box[last.bias]
+        m = m + Interval(b.lo - b.hi[target], b.hi - b.lo[target], check=False).unsqueeze(0)
+    C = spec.out_features
+    others = torch.ones(C, dtype=torch.bool, device=m.lo.device)
+    others[target] = False
+    finite = m.is_finite().all(dim=1) & logits.is_finite().all(dim=1)
+    return finite & (m.lo[:, others] > 0).any(dim=1)
+
+
+def backdoor_certificate(result, X_test: torch.Tensor, y_test: torch.Tensor, trigger: SharedTrigger,
+                         target: int | None = None) -> BackdoorReport:
+    """Bound the effect of the trigger set of ``trigger`` on a test set for every model in
+    ``result``'s parameter box (see the module docstring). ``target`` defaults to the trigger's."""
+    if not isinstance(trigger, SharedTrigger):
+        raise TypeError(f"backdoor_certificate needs a SharedTrigger, got {type(trigger).__name__}")
+    spec, cfg = result.spec, result.config
+    dtype = next(iter(result.param_bounds.values()))[0].dtype
+    device = next(iter(result.param_bounds.values()))[0].device
+    X = check_inputs(spec, X_test, "test", dtype, device)
+    y, task, num_classes = check_labels(spec, y_test, X.shape[0], cfg.loss, "test", dtype, device)
+    if task == "regression":
+        raise ValueError("backdoor_certificate needs a classification model")
+    if len(trigger.mask) != X.shape[1]:
+        raise ValueError(f"the trigger mask has {len(trigger.mask)} entries but the test data has {X.shape[1]} features")
+    target = trigger.target if target is None else target
+    if target is not None and (isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < num_classes):
+        raise ValueError(f"backdoor_certificate: target must be a class index in [0, {num_classes - 1}], got {target!r}")
+    box = result.box()
+    with outward_rounding(cfg.outward_rounding):
+        xb = trigger.trigger_box(X)
+        pre, post = forward(spec, box, xb, exact=cfg.exact_matmul)
+        logits = pre[-1]
+        if target is not None:
+            safe = _target_excluded(spec, box, xb, logits, post, target)
+            eligible = y.long() != target
+        else:  # no target: the prediction must stay correct on the trigger box
+            safe = _correct_on_box(spec, box, xb, logits, post, y)
+            eligible = torch.ones_like(safe)
+    with torch.no_grad():
+        z = result.nominal(X)
+    pred = (z[:, 0] > 0).long() if z.shape[1] == 1 else z.argmax(dim=1)
+    n = int(eligible.sum())
+    if target is not None:
+        nominal = float(((pred == target) & eligible).sum()) / n if n else 0.0
+    else:
+        nominal = float(((pred != y.long()) & eligible).sum()) / n if n else 0.0
+    upper = float((~safe & eligible).sum()) / n if n else 0.0
+    return BackdoorReport(safe, eligible, logits, target, trigger.eps, upper, nominal)
+
+
+def _correct_on_box(spec, box, x: Interval, logits: Interval, post, y: torch.Tensor) -> torch.Tensor:
+    """True where every model in the box predicts the clean label on every input in ``x``."""
+    if spec.out_features == 1:
+        z = logits[:, 0]
+        ok = torch.where(y > 0.5, z.lo > 0, z.hi <= 0)
+        return ok & z.is_finite()
+    C = spec.out_features
+    # the label is predicted when z_y - z_j > 0 for every j != y
+    last = spec.layers[-1]
+    a = post[-2] if len(spec.layers) > 1 else x
+    W = box[last.weight]
+    yi = y.long()
+    Wy = W[yi]  # (N, in)
+    dW = Interval(Wy.lo.unsqueeze(1) - W.hi.unsqueeze(0), Wy.hi.unsqueeze(1) - W.lo.unsqueeze(0), check=False)
+    m = (dW * a.unsqueeze(1)).sum(dim=2)  # (N, C): z_y - z_j
+    if last.bias:
+        b = box[last.bias]
+        by = b[yi]
+        m = m + Interval(by.lo.unsqueeze(1) - b.hi.unsqueeze(0), by.hi.unsqueeze(1) - b.lo.unsqueeze(0), check=False)
+    self_mask = torch.nn.functional.one_hot(yi, C).bool()
+    out = torch.where(self_mask, True, m.lo > 0).all(dim=1)
+    return out & m.is_finite().all(dim=1) & logits.is_finite().all(dim=1)

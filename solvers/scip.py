@@ -96,6 +96,12 @@ class ScipBackend(Backend):
                 m.addCons(expr <= hi)
         for z, u, v in program.bilinear:
             m.addCons(x[int(z)] == x[int(u)] * x[int(v)])
+        # Presolving and primal heuristics off: with either on, SCIP 10 reported "optimal" dual
+        # bounds that cut off feasible points of our step programs (hinge, MSE and FeatureValues
+        # cases in tests/test_mibp_exactness.py); with both off the bounds match enumeration. Only
+        # the dual bound is used, so heuristics are not needed.
+        m.setPresolve(ps.SCIP_PARAMSETTING.OFF)
+        m.setHeuristics(ps.SCIP_PARAMSETTING.OFF)
         m.setParam("numerics/feastol", 1e-9)
         # SCIP re-solves unstable LPs with tolerances 1e-3 times these; SoPlex without GMP clamps
         # anything below 1e-10 (and prints a line each time), so the dual tolerance stays at 1e-7.

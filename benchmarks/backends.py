@@ -732,7 +732,7 @@ def write_md(args, cmd, probe_rows, tl_check, profiles, cmp_runs, sweep, mb_runs
       "training step (interval + MIBP + nominal), *start-up* = the rest of the run (process pool start, "
       "validation scoring); *cum. ratio* = mean width / interval run's mean width after the last step; *step "
       "ratio* = mean `StepLog.width_ratio`. Time limits: MILP rows "
-      f"{args.time_limit:g} s per objective (HiGHS: per model, see note 3), SCIP {args.scip_time_limit:g} s per side, LP rows none. "
+      f"{args.time_limit:g} s per objective (HiGHS: per model, see note 5), SCIP {args.scip_time_limit:g} s per side, LP rows none. "
       "A combination whose single-step estimate (next table) exceeds the budget is marked skipped with that estimate.")
     A("")
     A("| method | backend | mode | certified acc. final | best-val (epoch) | clean | cum. ratio | step ratio | s/epoch | start-up s | solver / fallback sides | note |")
@@ -957,7 +957,7 @@ def analysis(args, probe_rows, tl_check, profiles, cmp_runs, sweep, mb_runs) -> 
     def f(v, spec=".3f"):
         return fmt(v, spec)
 
-    L = ["## Analysis", ""]
+    L = ["## Analysis"]
     # 1. accuracy ceiling
     eps_max = max(args.eps)
     rows = [r for r in sweep if r["eps"] == eps_max and r["mibp"] is not None and r["mibp"].get("ok")]

@@ -130,7 +130,7 @@ class HighsBackend(Backend):
                 if n:
                     h.changeColsCost(n, cols, c)
                 for sense_min in (True, False):
-                    res.append(self._solve_side(h, is_mip, c, lag, rel, sense_min))
+                    res.append(self._solve_side(h, is_mip, c, lag, rel, sense_min, options.time_limit))
             except Exception:
                 res = [(-np.inf, Status.FAILED), (np.inf, Status.FAILED)]
             const = float(obj.const)
@@ -203,12 +203,14 @@ class HighsBackend(Backend):
         return h, is_mip
 
     @staticmethod
-    def _solve_side(h, is_mip: bool, c: np.ndarray, lag: "LagrangianBound", rel: Program, sense_min: bool):
+    def _solve_side(h, is_mip: bool, c: np.ndarray, lag: "LagrangianBound", rel: Program, sense_min: bool, limit=None):
         import highspy
 
         if rel.num_vars == 0:
             return 0.0, Status.OPTIMAL
         h.changeObjectiveSense(highspy.ObjSense.kMinimize if sense_min else highspy.ObjSense.kMaximize)
+        if limit is not None:  # HiGHS counts time_limit against the model's total run time
+            h.setOptionValue("time_limit", float(h.getRunTime()) + float(max(limit, 0.0)))
         rs = h.run()
         ms = h.getModelStatus()
         if rs == highspy.HighsStatus.kError and ms == highspy.HighsModelStatus.kNotset:

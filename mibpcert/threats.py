@@ -428,6 +428,16 @@ class _FeatureThreat(Threat):
         if bad:
             raise ValueError(f"{type(self).__name__}: {what} {bad} out of range for {info.num_features} features")
 
+    @staticmethod
+    def _widen_columns(X: torch.Tensor, cols: list[int], low: float, high: float) -> Interval:
+        """Box of the samples with columns ``cols`` free in ``[low, high]`` (and still allowed
+        to keep their clean value): ``[min(clean, low), max(clean, high)]`` there, clean elsewhere."""
+        lo, hi = X.clone(), X.clone()
+        idx = torch.tensor(cols, device=X.device)
+        lo[:, idx] = torch.clamp(X[:, idx], max=low)
+        hi[:, idx] = torch.clamp(X[:, idx], min=high)
+        return Interval(lo, hi, check=False)
+
 
 class OneHotFeature(_FeatureThreat):
     """A one-hot encoded categorical feature (a group of columns, exactly one of them 1) that the
@@ -464,11 +474,7 @@ class OneHotFeature(_FeatureThreat):
         self._check_columns(self.columns, info, "columns")
 
     def poisoned_box(self, X):
-        lo, hi = X.clone(), X.clone()
-        cols = torch.tensor(self.columns, device=X.device)
-        lo[:, cols] = torch.clamp(X[:, cols], max=0.0)
-        hi[:, cols] = torch.clamp(X[:, cols], min=1.0)
-        return Interval(lo, hi, check=False)
+        return self._widen_columns(X, self.columns, 0.0, 1.0)
 
     def encode_x(self, enc, X, i, pick):
         import numpy as np
@@ -527,11 +533,7 @@ class MissingValues(_FeatureThreat):
         self._check_columns(self.features, info, "features")
 
     def poisoned_box(self, X):
-        lo, hi = X.clone(), X.clone()
-        cols = torch.tensor(self.features, device=X.device)
-        lo[:, cols] = torch.clamp(X[:, cols], max=self.low)
-        hi[:, cols] = torch.clamp(X[:, cols], min=self.high)
-        return Interval(lo, hi, check=False)
+        return self._widen_columns(X, self.features, self.low, self.high)
 
     def encode_x(self, enc, X, i, pick):
         from .encode.inputs import gated_box

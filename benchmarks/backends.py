@@ -1127,9 +1127,6 @@ def analysis(args, probe_rows, tl_check, profiles, cmp_runs, sweep, mb_runs) -> 
         parts.append(f"`pyomo:appsi_highs` solves the same McCormick relaxation as `highs` at "
                      f"{py['ms_per_obj'] / lp['ms_per_obj']:.0f}× the time (Pyomo model construction and a re-solve through "
                      "Pyomo per side) and trusts LP values only when optimal")
-    parts.append("`mibpcert.solvers.available_backends()` does not list `pyomo:appsi_highs` although it works: it calls "
-                 "`SolverFactory` without importing `pyomo.environ`, so no plugin is registered (and Pyomo prints three "
-                 "warnings)")
     L.append("9. **Backends**: " + "; ".join(parts) + ".")
     return "\n\n".join(L) + "\n"
 

@@ -73,6 +73,7 @@ def available_backends(probe_pyomo: bool = True) -> list[str]:
             out.append(name)
     if probe_pyomo and importlib.util.find_spec("pyomo") is not None:
         try:
+            import pyomo.environ  # noqa: F401  (registers the solver plugins)
             from pyomo.opt import SolverFactory
 
             for s in _PYOMO_PROBES:

@@ -8,6 +8,8 @@ quadratic along the edge).
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -545,3 +547,9 @@ def test_get_backend_registry() -> None:
     if HAS_PYOMO:
         with pytest.raises(SolverUnavailable):
             get_backend("pyomo:definitely_not_a_solver")
+        # Pyomo's in-process HiGHS interface only needs highspy, which is a hard dependency; the
+        # probe must find it in a fresh interpreter where nothing has imported pyomo.environ yet
+        code = "from mibpcert.solvers import available_backends as a; print(a())"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert "pyomo:appsi_highs" in out.stdout
+        assert "not registered" not in out.stderr

@@ -69,13 +69,16 @@ class StepTightener:
         t0 = time.perf_counter()
         try:
             progs = self._programs(box, sb, region, Xb, yb, lr, theta_nominal, threat)
-            results = bound_many(
-                self.backend_name,
-                [(p.program, p.exprs, p.start) for p, _, _ in progs],
-                self.options,
-                self.cfg.workers,
-                pool=self.pool,
-            )
+            jobs = [(p.program, p.exprs, p.start) for p, _, _ in progs]
+            per_chunk = None
+            if self.cfg.mode == "joint" and self.pool is not None:
+                # one program: share its objectives out, one consecutive slice per worker
+                prog, exprs, start = jobs[0]
+                size = -(-len(exprs) // self.pool.workers)
+                jobs, per_chunk = [(prog, exprs[i:i + size], start) for i in range(0, len(exprs), size)], 1
+            results = bound_many(self.backend_name, jobs, self.options, self.cfg.workers, jobs_per_chunk=per_chunk, pool=self.pool)
+            if self.cfg.mode == "joint":
+                results = [[r for part in results for r in part]]
         except SolverUnavailable:
             raise
         except Exception as e:  # a solver failure must never end the run: keep the interval box

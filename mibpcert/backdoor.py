@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data_checks import check_inputs, check_labels
+from .data_checks import check_test_data
 from .interval.step import forward
 from .interval.tensor import Interval, outward_rounding
 from .threats import SharedTrigger
@@ -92,10 +92,7 @@ def backdoor_certificate(result, X_test: torch.Tensor, y_test: torch.Tensor, tri
     if not isinstance(trigger, SharedTrigger):
         raise TypeError(f"backdoor_certificate needs a SharedTrigger, got {type(trigger).__name__}")
     spec, cfg = result.spec, result.config
-    dtype = next(iter(result.param_bounds.values()))[0].dtype
-    device = next(iter(result.param_bounds.values()))[0].device
-    X = check_inputs(spec, X_test, "test", dtype, device)
-    y, task, num_classes = check_labels(spec, y_test, X.shape[0], cfg.loss, "test", dtype, device)
+    X, y, task, num_classes = check_test_data(result, X_test, y_test)
     if task == "regression":
         raise ValueError("backdoor_certificate needs a classification model")
     if len(trigger.mask) != X.shape[1]:

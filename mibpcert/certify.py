@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data_checks import check_inputs, check_labels
+from .data_checks import check_test_data
 from .interval.losses import bounded_loss, label_mask
 from .interval.step import ParamBox, forward
 from .interval.tensor import Interval, linear, outward_rounding
@@ -155,10 +155,7 @@ def certify(
     if method not in ("interval", "mibp"):
         raise ValueError(f"certify: method must be 'interval' or 'mibp', got {method!r}")
     spec, cfg = result.spec, result.config
-    dtype = next(iter(result.param_bounds.values()))[0].dtype
-    device = next(iter(result.param_bounds.values()))[0].device
-    X = check_inputs(spec, X_test, "test", dtype, device)
-    y, task, num_classes = check_labels(spec, y_test, X.shape[0], cfg.loss, "test", dtype, device)
+    X, y, task, num_classes = check_test_data(result, X_test, y_test)
     for eps_name, eps in (("test_eps", test_eps), ("trigger_eps", trigger_eps)):
         if eps is not None and (not isinstance(eps, (int, float)) or eps != eps or eps < 0):
             raise ValueError(f"{eps_name} must be a non-negative number, got {eps!r}")
@@ -173,7 +170,7 @@ def certify(
             float(loss_iv.hi.mean()) if bool(finite_loss.all()) else float("inf"),
         )
         if task == "regression":
-            empty = torch.zeros(X.shape[0], dtype=torch.bool, device=device)
+            empty = torch.zeros(X.shape[0], dtype=torch.bool, device=X.device)
             return CertReport(empty, empty, logits, None, empty, float(test_eps), loss_bounds, None, None, trigger_eps)
         margin = margin_bounds(spec, box, X, y, test_eps, cfg.loss, exact=cfg.exact_matmul)
         finite = torch.isfinite(margin.lo) & torch.isfinite(margin.hi)

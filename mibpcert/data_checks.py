@@ -63,3 +63,12 @@ def check_training_data(spec: ModelSpec, X, y, loss: str, batch_size: int, dtype
     X = check_inputs(spec, X, what, dtype, device)
     y, task, num_classes = check_labels(spec, y, X.shape[0], loss, what, dtype, device)
     return X, y, TaskInfo(task, num_classes, spec.in_features, min(batch_size, X.shape[0]))
+
+
+def check_test_data(result, X_test, y_test):
+    """A trained result's test set, checked against its model and loss and moved to the dtype and
+    device of its parameter box: ``(X, y, task, num_classes)``."""
+    lo = next(iter(result.param_bounds.values()))[0]
+    X = check_inputs(result.spec, X_test, "test", lo.dtype, lo.device)
+    y, task, num_classes = check_labels(result.spec, y_test, X.shape[0], result.config.loss, "test", lo.dtype, lo.device)
+    return X, y, task, num_classes

@@ -589,12 +589,14 @@ def main(argv=None) -> int:
         say(f"  {tag:28s} " + (f"final {fmt(r.get('final_acc'))} best {fmt(r.get('best_acc'))} "
                                f"s/epoch {r['epoch_seconds']:.2f} steps ratio {[round(x, 3) for x in r['step_ratio']]}"
                                if r["ok"] else r["note"]))
-    # workers row: per-sample HiGHS-LP with a process pool
+    # workers rows: HiGHS-LP with a process pool (per-sample programs spread out; the joint
+    # program's objectives split into one slice per worker)
     if args.workers > 1 and not args.quick:
-        r = train_run(d0, 10, 0, 0.01, args.lr, args.cmp_epochs, "mibp", "highs", "per_sample", "lp", args.workers, None)
-        r["label"] = f"highs-lp per_sample, workers={args.workers}"
-        cmp_runs.append(r)
-        say(f"  {r['label']:28s} s/epoch {r.get('epoch_seconds', float('nan')):.2f} pool start {r.get('overhead', 0):.1f}s")
+        for mode in ("per_sample", "joint"):
+            r = train_run(d0, 10, 0, 0.01, args.lr, args.cmp_epochs, "mibp", "highs", mode, "lp", args.workers, None)
+            r["label"] = f"highs-lp {mode}, workers={args.workers}"
+            cmp_runs.append(r)
+            say(f"  {r['label']:28s} s/epoch {r.get('epoch_seconds', float('nan')):.2f} pool start {r.get('overhead', 0):.1f}s")
     iv_cmp = cmp_runs[0]
     for r in cmp_runs:
         r["cum_ratio"] = cum_ratio(r, iv_cmp)
@@ -1055,15 +1057,17 @@ def analysis(args, probe_rows, tl_check, profiles, cmp_runs, sweep, mb_runs) -> 
             "bound from the current duals would still be valid (module docstring). This benchmark runs all LP rows "
             "without a time limit.")
     # 6. workers
-    w2 = next((r for r in cmp_runs if r.get("workers", 1) > 1 and r.get("ok")), None)
+    w2 = next((r for r in cmp_runs if r.get("workers", 1) > 1 and r.get("mode") == "per_sample" and r.get("ok")), None)
+    wj = next((r for r in cmp_runs if r.get("workers", 1) > 1 and r.get("mode") == "joint" and r.get("ok")), None)
     if w2 and ps and ps.get("ok"):
-        L.append(
-            f"6. **Workers.** Per-sample HiGHS-LP with `workers={w2['workers']}`: {w2['epoch_seconds']:.2f} s/epoch vs "
-            f"{ps['epoch_seconds']:.2f} with one process, plus {w2['overhead']:.1f} s pool start-up: no gain on this "
-            "machine, where other processes already used the second core. Joint mode cannot use workers at all: "
-            "`StepTightener.tighten` hands the joint program to `bound_many` as *one* job, solved in one process "
-            "whatever `workers` is. Cutting its objectives into chunks (as `bound_parallel` does) would use every "
-            "core, at the price of one model load and one cold LP solve per chunk.")
+        line = (f"6. **Workers.** Per-sample HiGHS-LP with `workers={w2['workers']}`: {w2['epoch_seconds']:.2f} s/epoch vs "
+                f"{ps['epoch_seconds']:.2f} with one process, plus {w2['overhead']:.1f} s pool start-up.")
+        pj_run = cm("highs-lp joint")
+        if wj and pj_run and pj_run.get("ok"):
+            line += (f" Joint HiGHS-LP (the program's objectives split into one slice per worker, each worker loading "
+                     f"the model and solving its first LP cold): {wj['epoch_seconds']:.2f} s/epoch vs "
+                     f"{pj_run['epoch_seconds']:.2f} with one process.")
+        L.append(line)
     # 7. profile
     def sec_ratio():
         by_h = {}
@@ -1086,12 +1090,12 @@ def analysis(args, probe_rows, tl_check, profiles, cmp_runs, sweep, mb_runs) -> 
             f"{100 * (c.get('relax', 0) + c.get('_load', 0)) / tot:.0f}% relaxing and loading it, "
             f"{100 * c.get('safe_lp_bound', 0) / tot:.0f}% in the rigorous dual bound. A joint step costs one LP re-solve per "
             "parameter and sense on a program with ~70 variables per sample (h 10), so it grows with hidden width × batch "
-            f"{sec_ratio()}and with the box width (more unstable ReLUs, more degenerate pivots). Faster (untested "
-            "suggestions, in order of expected gain): (a) parallel objective chunks (note 6; ≤ 2× on 2 cores); (b) skip objectives whose interval "
+            f"{sec_ratio()}and with the box width (more unstable ReLUs, more degenerate pivots). Spreading the objectives over "
+            "workers is note 6. Faster still (untested suggestions, in order of expected gain): (a) skip objectives whose interval "
             "width is already negligible or that are exact without a solver (e.g. output-layer entries whose program "
-            "is linear); (c) drop samples that provably contribute a zero gradient (hinge margin > 1 on the whole "
-            "eps-box) and fix ReLUs whose sign is known before building; (d) solve all minimisations, then all "
-            "maximisations, so the dual simplex restarts from a basis of the same sense; (e) an interior-point or "
+            "is linear); (b) drop samples that provably contribute a zero gradient (hinge margin > 1 on the whole "
+            "eps-box) and fix ReLUs whose sign is known before building; (c) solve all minimisations, then all "
+            "maximisations, so the dual simplex restarts from a basis of the same sense; (d) an interior-point or "
             "first-order LP solver is unlikely to help: these are re-solves from a warm basis.")
     pps = next((p for p in profiles if p["mode"] == "per_sample"), None)
     if pps:

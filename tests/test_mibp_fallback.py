@@ -134,7 +134,10 @@ def test_limit_stopped_milp_uses_its_partial_dual_bound(monkeypatch):
     assert finite_limited > 0
     assert sum(s.solver_bounds for s in res.log) == len(spy.sides) - spy.failed
     assert sum(s.fallback_bounds for s in res.log) == spy.failed
-    assert_box_inside(full, res, "full solve inside the limit-stopped box")
+    # Not a soundness property (that is checked against attacks below): two HiGHS searches reach
+    # their dual bounds on different paths, and where both end at the same LP bound the values
+    # agree only to LP round-off (measured 1.7e-12 with highspy 1.16), far below the 1e-6 pad.
+    assert_box_inside(full, res, "full solve inside the limit-stopped box", tol=1e-9)
     assert_box_inside(res, run_interval(model, X, y, threat_f(), loss), "limit-stopped vs interval")
     for what, net in attack_nets(model, X, y, bud, loss, n_simple=2, n_guided=2):
         assert_in_box(res, net, f"limit-stopped: {what}")

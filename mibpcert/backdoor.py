@@ -28,7 +28,7 @@ import torch
 from .data_checks import check_test_data
 from .interval.step import forward
 from .interval.tensor import Interval, outward_rounding
-from .threats import SharedTrigger
+from .threats import Both, GlobalBudget, SharedTrigger, Threat, Union
 
 
 @dataclass
@@ -46,6 +46,7 @@ class BackdoorReport:
     eps: float
     success_upper: float
     nominal_success: float
+    mask: tuple[int, ...] = ()  # the trigger's features (0/1 per feature)
 
     @property
     def certified_fraction(self) -> float:
@@ -61,6 +62,20 @@ class BackdoorReport:
             "attack_success_upper": self.success_upper,
             "nominal_success_clean": self.nominal_success,
         }
+
+
+def triggers_in(threat: Threat) -> list[SharedTrigger]:
+    """The shared triggers a threat contains (itself, parts of a union or combination, the threat
+    under a global budget), in order, so each can be certified at test time."""
+    if isinstance(threat, SharedTrigger):
+        return [threat]
+    if isinstance(threat, Union):
+        return [t for p in threat.parts for t in triggers_in(p)]
+    if isinstance(threat, Both):
+        return triggers_in(threat.a) + triggers_in(threat.b)
+    if isinstance(threat, GlobalBudget):
+        return triggers_in(threat.threat)
+    return []
 
 
 def _target_excluded(spec, box, x: Interval, logits: Interval, post, target: int) -> torch.Tensor:
@@ -120,7 +135,7 @@ def backdoor_certificate(result, X_test: torch.Tensor, y_test: torch.Tensor, tri
     else:
         nominal = float(((pred != y.long()) & eligible).sum()) / n if n else 0.0
     upper = float((~safe & eligible).sum()) / n if n else 0.0
-    return BackdoorReport(safe, eligible, logits, target, trigger.eps, upper, nominal)
+    return BackdoorReport(safe, eligible, logits, target, trigger.eps, upper, nominal, tuple(int(m) for m in trigger.mask))
 
 
 def _correct_on_box(spec, box, x: Interval, logits: Interval, post, y: torch.Tensor) -> torch.Tensor:

@@ -193,6 +193,7 @@ def run(cfg: dict, out_dir: str | None = None, quiet: bool = False) -> dict:
 
     from . import data as data_mod
     from . import threats
+    from .backdoor import backdoor_certificate, triggers_in
     from .certify import certify
     from .config import TrainConfig
     from .model import mlp
@@ -228,6 +229,8 @@ def run(cfg: dict, out_dir: str | None = None, quiet: bool = False) -> dict:
     t0 = time.perf_counter()
     ckw = {k: v for k, v in cfg["certify"].items()}
     rep = certify(result, ds.X_test, ds.y_test, **ckw)
+    # a shared trigger in the threat: bound its success on triggered test points
+    backdoor = [] if result.info.task == "regression" else [backdoor_certificate(result, ds.X_test, ds.y_test, t) for t in triggers_in(threat)]
     t_cert = time.perf_counter() - t0
 
     os.makedirs(out_dir, exist_ok=True)
@@ -240,7 +243,7 @@ def run(cfg: dict, out_dir: str | None = None, quiet: bool = False) -> dict:
     plot_run(plot_path, result, rep, ds)
     t_plot = time.perf_counter() - t0
     timings = {"train": t_train, "certify": t_cert, "plot": t_plot, "total": time.perf_counter() - t_start}
-    doc = write_report(report_path, result, rep, config=echo, timings=timings)
+    doc = write_report(report_path, result, rep, config=echo, timings=timings, backdoor=backdoor)
     title = f"mibpcert run: {ds.name}, {threat.describe().get('type')}, {tc.method}"
     print(format_summary(doc["summary"], title))
     print(f"wrote {report_path} and {plot_path}")

@@ -59,8 +59,10 @@ def json_safe(obj: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # summary
 # ---------------------------------------------------------------------------------------------
-def run_summary(result, report: CertReport, timings: dict | None = None) -> dict:
-    """The headline numbers of a run as a flat dict (floats may be non-finite)."""
+def run_summary(result, report: CertReport, timings: dict | None = None, backdoor: list | None = None) -> dict:
+    """The headline numbers of a run as a flat dict (floats may be non-finite). ``backdoor``:
+    :class:`~mibpcert.backdoor.BackdoorReport` of each shared trigger of the threat; the summary
+    keeps the worst (largest) bound on the trigger's attack success."""
     widths = torch.cat([w.reshape(-1) for w in result.widths().values()])
     cfg = result.config
     steps_selected = sum(1 for s in result.log if s.epoch <= result.selected_epoch)
@@ -87,6 +89,11 @@ def run_summary(result, report: CertReport, timings: dict | None = None) -> dict
         "loss": cfg.loss,
         "solver_seconds": float(sum(x.solver_seconds for x in result.log)),
     }
+    if backdoor:
+        worst = max(backdoor, key=lambda b: b.success_upper)
+        s["trigger_attack_success_upper"] = worst.success_upper
+        s["trigger_certified_not_flipped"] = worst.certified_fraction
+        s["trigger_target"] = worst.target
     for name, sec in (timings or {}).items():
         s[f"{name}_seconds"] = float(sec)
     return s
@@ -120,6 +127,11 @@ def format_summary(summary: dict, title: str | None = None) -> str:
     rows.append(("test loss bounds", "n/a" if lb is None else f"[{_num(lb[0])}, {_num(lb[1])}]"))
     if s.get("backdoor_success_upper") is not None:
         rows.append(("backdoor success <=", f"{_pct(s['backdoor_success_upper'])}  (trigger_eps={_num(s.get('trigger_eps'))})"))
+    if s.get("trigger_attack_success_upper") is not None:
+        tgt = s.get("trigger_target")
+        rows.append(("trigger success <=", f"{_pct(s['trigger_attack_success_upper'])}  "
+                     f"(shared trigger{'' if tgt is None else f', target {tgt}'}; "
+                     f"{_pct(s.get('trigger_certified_not_flipped'))} certified not flipped)"))
     rows.append(("param width mean/max", f"{_num(s.get('mean_param_width'))} / {_num(s.get('max_param_width'))}  ({s.get('num_params')} parameters)"))
     steps = f"{s.get('steps')} run ({s.get('epochs')} epoch{'' if s.get('epochs') == 1 else 's'})"
     if s.get("steps_to_selected_epoch") is not None:
@@ -151,12 +163,15 @@ def format_summary(summary: dict, title: str | None = None) -> str:
 # report.json
 # ---------------------------------------------------------------------------------------------
 def build_report(result, report: CertReport, config: dict | None = None, timings: dict | None = None,
-                 extra: dict | None = None) -> dict:
+                 extra: dict | None = None, backdoor: list | None = None) -> dict:
     """The JSON document of a run (already :func:`json_safe`).
 
     Keys: ``config`` (the given config echo plus ``threat_describe`` and the full ``train_config``),
     ``summary`` (:func:`run_summary`), ``selected_epoch``, ``log`` (one dict per SGD step),
-    ``per_sample`` (``certified``, ``provably_wrong``, ``nominal_correct`` lists over the test set).
+    ``per_sample`` (``certified``, ``provably_wrong``, ``nominal_correct`` lists over the test set),
+    and with ``backdoor`` (one :class:`~mibpcert.backdoor.BackdoorReport` per shared trigger of
+    the threat) ``backdoor``: per trigger its parameters, its summary and ``per_point`` ``safe``
+    and ``eligible`` flags.
     """
     from . import __version__
 
@@ -166,7 +181,7 @@ def build_report(result, report: CertReport, config: dict | None = None, timings
     doc = {
         "mibpcert_version": __version__,
         "config": cfg_echo,
-        "summary": run_summary(result, report, timings),
+        "summary": run_summary(result, report, timings, backdoor),
         "selected_epoch": int(result.selected_epoch),
         "log": [dataclasses.asdict(s) for s in result.log],
         "per_sample": {
@@ -175,15 +190,22 @@ def build_report(result, report: CertReport, config: dict | None = None, timings
             "nominal_correct": [bool(v) for v in report.nominal_correct.cpu().tolist()],
         },
     }
+    if backdoor:
+        doc["backdoor"] = [
+            {"trigger": {"mask": [int(m) for m in b.mask], "eps": b.eps, "target": b.target}, **b.summary(),
+             "per_point": {"safe": [bool(v) for v in b.safe.cpu().tolist()],
+                           "eligible": [bool(v) for v in b.eligible.cpu().tolist()]}}
+            for b in backdoor
+        ]
     if extra:
         doc.update(extra)
     return json_safe(doc)
 
 
 def write_report(path: str, result, report: CertReport, config: dict | None = None, timings: dict | None = None,
-                 extra: dict | None = None) -> dict:
+                 extra: dict | None = None, backdoor: list | None = None) -> dict:
     """Write :func:`build_report` to ``path`` (strict JSON, directories created); return it."""
-    doc = build_report(result, report, config, timings, extra)
+    doc = build_report(result, report, config, timings, extra, backdoor)
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     tmp = path + ".tmp"

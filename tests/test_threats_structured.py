@@ -706,6 +706,52 @@ def test_cli_runs_every_threat(name, tmp_path, capsys):
     assert json.dumps(doc).count(from_config(_parse_threat(cfg)).describe()["type"]) >= 1
 
 
+def test_cli_backdoor_certificate_for_shared_trigger(tmp_path, capsys):
+    """A shared trigger in the threat (here inside a union) makes the CLI bound the trigger's
+    success on triggered test points: the report lists every trigger with per-point ``safe``
+    flags, and no point flagged safe is flipped to the target by a model trained in plain torch
+    on trigger-poisoned data and tested with a trigger of the threat's set."""
+    from mibpcert import data
+    from mibpcert.cli import main
+
+    threat = ('type = "union"\n[[threat.parts]]\ntype = "shared_trigger"\nmask = [1, 0]\neps = 0.1\nk = 2\n'
+              'target = 1\n[[threat.parts]]\ntype = "label_flip"\nk = 1')
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(CLI_TEMPLATE.format(threat=threat, train=""))
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0, capsys.readouterr().err
+    assert "trigger success <=" in capsys.readouterr().out
+    doc = json.loads((out / "report.json").read_text())
+    (bd,) = doc["backdoor"]
+    assert bd["trigger"] == {"mask": [1, 0], "eps": 0.1, "target": 1}
+    assert doc["summary"]["trigger_attack_success_upper"] == bd["attack_success_upper"]
+    safe, eligible = torch.tensor(bd["per_point"]["safe"]), torch.tensor(bd["per_point"]["eligible"])
+    assert bd["eligible"] == int(eligible.sum())
+    ds = data.two_moons(n_train=12, n_test=10, seed=0)
+    assert torch.equal(eligible, ds.y_test != 1)
+    assert abs(bd["attack_success_upper"] - float((~safe & eligible).sum()) / int(eligible.sum())) < 1e-12
+    model = mlp([2, 3, 1], seed=0)
+    g = torch.Generator().manual_seed(0)
+    for trial in range(12):
+        delta = torch.tensor([0.1 if trial % 2 else -0.1, 0.0], dtype=F64)
+        if trial >= 4:
+            delta[0] = 0.1 * (2 * float(torch.rand(1, generator=g, dtype=F64)) - 1)
+
+        def poison(net, Xb, yb, lr, delta=delta):
+            Xp, yp = Xb.clone(), yb.clone()
+            for i in torch.randperm(Xb.shape[0], generator=g)[: int(torch.randint(0, 3, (1,), generator=g))]:
+                Xp[i], yp[i] = Xb[i] + delta, 1.0
+            return Xp, yp
+
+        net = sgd_train(model, ds.X_train, ds.y_train, "hinge", epochs=1, lr=0.1, batch_size=6, poison=poison)
+        for test_delta in (delta, torch.tensor([0.1, 0.0], dtype=F64), torch.tensor([-0.1, 0.0], dtype=F64)):
+            with torch.no_grad():
+                hit = net(ds.X_test + test_delta)[:, 0] > 0
+            assert not (hit & safe & eligible).any(), "a point certified safe was flipped to the target"
+    # the check is not vacuous: some eligible points are certified safe, not all of them
+    assert (safe & eligible).any() and (~safe & eligible).any()
+
+
 def _parse_threat(path: Path) -> dict:
     from mibpcert.cli import load_config
 

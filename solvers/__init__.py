@@ -4,7 +4,8 @@
 
 * ``"highs"`` — McCormick relaxation (LP or MILP) solved by HiGHS; sound but looser.
 * ``"gurobi"`` — exact nonconvex MIQCP via gurobipy (the pip licence is size-limited).
-* ``"scip"`` — exact spatial branch and bound via PySCIPOpt.
+* ``"scip"`` — exact spatial branch and bound via PySCIPOpt; disabled for certification unless
+  ``MIBPCERT_ALLOW_UNVERIFIED_SCIP=1`` (SCIP 10 returned unsound dual bounds, see ``scip.py``).
 * ``"pyomo:<solver>"`` — any Pyomo solver (``"pyomo:appsi_highs"``, ``"pyomo:gurobi_direct"``);
   solvers without nonconvex quadratic support get the McCormick relaxation.
 
@@ -68,8 +69,11 @@ def get_backend(name: str) -> Backend:
 def available_backends(probe_pyomo: bool = True) -> list[str]:
     """Backends whose package imports here (for Pyomo, the probed solvers that report available)."""
     out = []
+    from .scip import unverified_reason
+
+    scip_ok = unverified_reason() is None
     for name, mod in (("highs", "highspy"), ("gurobi", "gurobipy"), ("scip", "pyscipopt")):
-        if importlib.util.find_spec(mod) is not None:
+        if importlib.util.find_spec(mod) is not None and (name != "scip" or scip_ok):
             out.append(name)
     if probe_pyomo and importlib.util.find_spec("pyomo") is not None:
         try:
@@ -77,6 +81,8 @@ def available_backends(probe_pyomo: bool = True) -> list[str]:
             from pyomo.opt import SolverFactory
 
             for s in _PYOMO_PROBES:
+                if "scip" in s and not scip_ok:
+                    continue
                 try:
                     if SolverFactory(s).available(exception_flag=False):
                         out.append(f"pyomo:{s}")

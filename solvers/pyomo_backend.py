@@ -56,6 +56,12 @@ class PyomoBackend(Backend):
         self.solver_name = solver_name
         self.name = f"pyomo:{solver_name}"
         self.exact = _handles_nonconvex(solver_name)
+        if "scip" in solver_name.lower():
+            from .scip import unverified_reason
+
+            reason = unverified_reason()
+            if reason is not None:
+                raise SolverUnavailable(reason)
         try:
             import pyomo.environ  # noqa: F401  (needs the 'packaging' package)
             from pyomo.opt import SolverFactory

@@ -6,7 +6,18 @@ import torch
 # tensor takes milliseconds instead of microseconds on a busy machine)
 torch.set_num_threads(1)
 
-_TRAINING_MODULES = {"test_soundness_training", "test_bad_input", "test_certify", "test_checkpoint"}
+_TRAINING_MODULES = {"test_soundness_training", "test_bad_input", "test_certify", "test_checkpoint", "test_threats_guided"}
+
+
+@pytest.fixture
+def unverified_scip(monkeypatch):
+    """Opt in to the SCIP backend, which is disabled for certification (solvers/scip.py): the
+    tests that use it check the wrapper (statuses, dual bounds, time limits) on programs where
+    SCIP's answers are verified independently (scipy, enumeration, Gurobi)."""
+    from mibpcert.solvers.scip import ALLOW_ENV
+
+    monkeypatch.setenv(ALLOW_ENV, "1")
+    yield
 
 
 @pytest.fixture(autouse=True)

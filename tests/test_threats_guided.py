@@ -207,6 +207,16 @@ class RowAttack(Attack):
         self.check_rows(Xb, Xp)
 
 
+def _sparse_descent(X, G, n: int, size: float):
+    """Per row, the ``n`` features of largest ``|G|`` moved by ``-size * sign(G)`` (the
+    linearised minimiser over "at most n features, each by at most size"; with n = 1 also the
+    l1-ball vertex)."""
+    top = torch.topk(G.abs(), n, dim=1).indices
+    D = torch.zeros_like(X)
+    D.scatter_(1, top, -size * _sign(G.gather(1, top)))
+    return X + D
+
+
 class L0Attack(RowAttack):
     def __init__(self, eps, s, k):
         self.eps, self.s, self.k = eps, s, k
@@ -215,10 +225,7 @@ class L0Attack(RowAttack):
         return L0Features(self.eps, self.s, k=self.k)
 
     def lmo(self, X, G):
-        top = torch.topk(G.abs(), self.s, dim=1).indices
-        D = torch.zeros_like(X)
-        D.scatter_(1, top, -self.eps * _sign(G.gather(1, top)))
-        return X + D
+        return _sparse_descent(X, G, self.s, self.eps)
 
     def random_vertex(self, X, gen):
         m, d = X.shape
@@ -242,10 +249,7 @@ class L1Attack(RowAttack):
         return L1Features(self.eps1, k=self.k)
 
     def lmo(self, X, G):
-        f = G.abs().argmax(1, keepdim=True)
-        D = torch.zeros_like(X)
-        D.scatter_(1, f, -self.eps1 * _sign(G.gather(1, f)))
-        return X + D
+        return _sparse_descent(X, G, 1, self.eps1)
 
     def random_vertex(self, X, gen):
         m, d = X.shape

@@ -57,6 +57,7 @@ class BackdoorReport:
         return {
             "target": self.target,
             "trigger_eps": self.eps,
+            "mask": list(self.mask),
             "eligible": int(self.eligible.sum()),
             "certified_not_flipped": self.certified_fraction,
             "attack_success_upper": self.success_upper,

@@ -170,8 +170,8 @@ def build_report(result, report: CertReport, config: dict | None = None, timings
     ``summary`` (:func:`run_summary`), ``selected_epoch``, ``log`` (one dict per SGD step),
     ``per_sample`` (``certified``, ``provably_wrong``, ``nominal_correct`` lists over the test set),
     and with ``backdoor`` (one :class:`~mibpcert.backdoor.BackdoorReport` per shared trigger of
-    the threat) ``backdoor``: per trigger its parameters, its summary and ``per_point`` ``safe``
-    and ``eligible`` flags.
+    the threat) ``backdoor``: per trigger its summary (with the trigger's ``mask``,
+    ``trigger_eps`` and ``target``) and ``per_point`` ``safe`` and ``eligible`` flags.
     """
     from . import __version__
 
@@ -192,9 +192,8 @@ def build_report(result, report: CertReport, config: dict | None = None, timings
     }
     if backdoor:
         doc["backdoor"] = [
-            {"trigger": {"mask": [int(m) for m in b.mask], "eps": b.eps, "target": b.target}, **b.summary(),
-             "per_point": {"safe": [bool(v) for v in b.safe.cpu().tolist()],
-                           "eligible": [bool(v) for v in b.eligible.cpu().tolist()]}}
+            {**b.summary(), "per_point": {"safe": [bool(v) for v in b.safe.cpu().tolist()],
+                                          "eligible": [bool(v) for v in b.eligible.cpu().tolist()]}}
             for b in backdoor
         ]
     if extra:

@@ -69,9 +69,9 @@ def get_backend(name: str) -> Backend:
 def available_backends(probe_pyomo: bool = True) -> list[str]:
     """Backends whose package imports here (for Pyomo, the probed solvers that report available)."""
     out = []
-    from .scip import unverified_reason
+    from .scip import opted_in
 
-    scip_ok = unverified_reason() is None
+    scip_ok = opted_in()
     for name, mod in (("highs", "highspy"), ("gurobi", "gurobipy"), ("scip", "pyscipopt")):
         if importlib.util.find_spec(mod) is not None and (name != "scip" or scip_ok):
             out.append(name)

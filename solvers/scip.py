@@ -41,10 +41,15 @@ _LIMIT_STATUSES = {
 ALLOW_ENV = "MIBPCERT_ALLOW_UNVERIFIED_SCIP"
 
 
+def opted_in() -> bool:
+    """Whether the user allowed SCIP with ``MIBPCERT_ALLOW_UNVERIFIED_SCIP=1`` (experiments and
+    benchmarks: its bounds are not certificates)."""
+    return os.environ.get(ALLOW_ENV, "").strip() not in ("", "0")
+
+
 def unverified_reason() -> str | None:
-    """Why SCIP may not produce certificates here, or None when the user opted in with the
-    environment variable ``MIBPCERT_ALLOW_UNVERIFIED_SCIP=1`` (experiments and benchmarks)."""
-    if os.environ.get(ALLOW_ENV, "").strip() not in ("", "0"):
+    """Why SCIP may not produce certificates here, or None when :func:`opted_in`."""
+    if opted_in():
         return None
     try:
         import pyscipopt

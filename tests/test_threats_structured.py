@@ -723,7 +723,7 @@ def test_cli_backdoor_certificate_for_shared_trigger(tmp_path, capsys):
     assert "trigger success <=" in capsys.readouterr().out
     doc = json.loads((out / "report.json").read_text())
     (bd,) = doc["backdoor"]
-    assert bd["trigger"] == {"mask": [1, 0], "eps": 0.1, "target": 1}
+    assert (bd["mask"], bd["trigger_eps"], bd["target"]) == ([1, 0], 0.1, 1)
     assert doc["summary"]["trigger_attack_success_upper"] == bd["attack_success_upper"]
     safe, eligible = torch.tensor(bd["per_point"]["safe"]), torch.tensor(bd["per_point"]["eligible"])
     assert bd["eligible"] == int(eligible.sum())

@@ -23,7 +23,7 @@ import torch
 from .data_checks import check_test_data
 from .interval.losses import bounded_loss, label_mask
 from .interval.step import ParamBox, forward
-from .interval.tensor import Interval, linear, outward_rounding
+from .interval.tensor import Interval, cast_down, linear, outward_rounding
 from .model import ModelSpec
 
 
@@ -199,5 +199,6 @@ def _mibp_margin(result, box, X, y, eps, margin: Interval, backend, time_limit, 
     opts = SolveOptions(time_limit=time_limit if time_limit is not None else cfg.time_limit, threads=cfg.threads,
                         relax=cfg.relax, partitions=cfg.partitions)
     lower = mibp_margin_lower(result.spec, cpu_box, nominal, X.to("cpu"), y.to("cpu"), eps, todo.to("cpu"),
-                              backend or cfg.backend, opts, workers or cfg.workers).to(margin.lo.device)
+                              backend or cfg.backend, opts, workers or cfg.workers)
+    lower = cast_down(lower, margin.lo.dtype).to(margin.lo.device)  # never rounded up into the margin
     return Interval(torch.maximum(margin.lo, lower), margin.hi, check=False)

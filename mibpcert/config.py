@@ -81,6 +81,12 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.relax must be one of {RELAX}, got {self.relax!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"TrainConfig.dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        if self.method == "mibp" and self.dtype != "float64":
+            raise ValueError(
+                f"TrainConfig: method='mibp' needs dtype='float64', got {self.dtype!r}: the solver bounds the step in "
+                "float64 and cannot account for the rounding of a lower-precision SGD step; use float64, or "
+                "method='interval' (whose outward rounding works in any precision) for float32"
+            )
         if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"TrainConfig.device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
         if self.time_limit is not None and not self.time_limit > 0:

@@ -1,13 +1,22 @@
 """One description of the network, shared by the interval path and the MIBP encoder.
 
 Supported: ``torch.nn.Sequential`` of ``Linear`` layers with ``ReLU`` between them (optionally a
-leading ``Flatten``), i.e. a ReLU MLP. Anything else is rejected with a clear ``TypeError``.
+leading ``Flatten``), i.e. a ReLU MLP, or a single ``Linear``. :func:`describe` reads exactly
+what torch runs: every entry of the Sequential in order (a module used twice counts twice), and
+refuses what it cannot see through (hooks, parametrizations such as ``weight_norm``, subclasses
+with their own ``forward``, shared weights) with a ``TypeError`` naming the module.
+Parameters with ``requires_grad=False`` are recorded as frozen: training leaves them unchanged.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+import torch.nn.modules.module as torch_module
+from torch.nn.utils import parametrize
+
+SUPPORTED = "torch.nn.Sequential of Linear layers with ReLU between them (optionally a leading Flatten), or one Linear"
 
 
 @dataclass(frozen=True)
@@ -23,7 +32,11 @@ class Dense:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """The network as a chain of :class:`Dense` layers; ``frozen``: the names of parameters
+    that training does not change (``requires_grad=False`` in the model)."""
+
     layers: tuple[Dense, ...]
+    frozen: frozenset[str] = frozenset()
 
     @property
     def in_features(self) -> int:
@@ -54,37 +67,105 @@ class ModelSpec:
     def num_params(self) -> int:
         return sum(int(torch.Size(s).numel()) for s in self.param_shapes().values())
 
+    def frozen_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Flat boolean mask over all parameter entries (``param_names`` order), True where frozen."""
+        parts = [torch.full((int(torch.Size(s).numel()),), n in self.frozen, dtype=torch.bool, device=device)
+                 for n, s in self.param_shapes().items()]
+        return torch.cat(parts)
+
+    def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The network's output on concrete parameters (plain torch), as certified."""
+        a = x.reshape(x.shape[0], -1)
+        for layer in self.layers:
+            a = F.linear(a, params[layer.weight], params[layer.bias] if layer.bias else None)
+            if layer.relu:
+                a = torch.relu(a)
+        return a
+
+
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
+_MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _check_hooks(model: torch.nn.Module) -> None:
+    """Refuse hooks and parametrizations: they change what torch runs in ways the bounds cannot see."""
+    for attr in _GLOBAL_HOOKS:
+        if getattr(torch_module, attr, None):
+            raise TypeError(
+                "global torch.nn module hooks are registered (torch.nn.modules.module.register_module_*_hook); "
+                "they change what every module computes and the bounds cannot see them: remove them before certifying"
+            )
+    for name, mod in model.named_modules(remove_duplicate=False):
+        where = f"module {name!r}" if name else "the model"
+        if parametrize.is_parametrized(mod):
+            raise TypeError(
+                f"{where} ({type(mod).__name__}) has parametrized parameters (e.g. weight_norm or spectral_norm); "
+                f"unsupported: mibpcert certifies plain {SUPPORTED}"
+            )
+        for attr in _MODULE_HOOKS:
+            if getattr(mod, attr, None):
+                kind = attr.strip("_").replace("_", " ")
+                raise TypeError(
+                    f"{where} ({type(mod).__name__}) has {kind} (e.g. from torch.nn.utils.weight_norm, pruning "
+                    "or a registered hook); the bounds cannot see what a hook does: remove it before certifying"
+                )
+
+
+def _plain(mod: torch.nn.Module, cls: type) -> bool:
+    """``mod`` is a ``cls`` whose computation is ``cls``'s own (no overridden ``forward``)."""
+    return isinstance(mod, cls) and type(mod).forward is cls.forward
+
 
 def describe(model: torch.nn.Module) -> ModelSpec:
     """Read a ReLU MLP into a :class:`ModelSpec`; raise ``TypeError`` on anything unsupported."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"the model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_hooks(model)
     if isinstance(model, torch.nn.Linear):
-        modules = [("", model)]
+        if not _plain(model, torch.nn.Linear):
+            raise TypeError(f"unsupported model type {type(model).__name__}: a Linear subclass with its own forward")
+        entries = [("", model)]
     elif isinstance(model, torch.nn.Sequential):
-        modules = list(model.named_children())
+        if not _plain(model, torch.nn.Sequential):
+            raise TypeError(
+                f"unsupported model type {type(model).__name__}: a Sequential subclass with its own forward; "
+                f"mibpcert certifies {SUPPORTED}"
+            )
+        # every entry in the order torch runs them; named_children() would skip a repeated module
+        entries = list(model._modules.items())
     else:
-        raise TypeError(
-            f"unsupported model type {type(model).__name__}: mibpcert certifies torch.nn.Sequential "
-            "ReLU MLPs (Linear layers with ReLU between them)"
-        )
+        raise TypeError(f"unsupported model type {type(model).__name__}: mibpcert certifies {SUPPORTED}")
     layers: list[Dense] = []
     pending: torch.nn.Linear | None = None
     pending_name = ""
-    for i, (name, mod) in enumerate(modules):
+    seen_linear: dict[int, str] = {}
+    for i, (name, mod) in enumerate(entries):
         prefix = f"{name}." if name else ""
-        if isinstance(mod, torch.nn.Flatten) and i == 0:
+        if _plain(mod, torch.nn.Flatten) and i == 0:
+            if (mod.start_dim, mod.end_dim) != (1, -1):
+                raise TypeError(f"layer {name!r}: only Flatten(start_dim=1, end_dim=-1) is supported")
             continue
-        if isinstance(mod, torch.nn.Linear):
+        if _plain(mod, torch.nn.Linear):
+            if id(mod) in seen_linear:
+                raise TypeError(
+                    f"layer {name!r} is the same Linear module as layer {seen_linear[id(mod)]!r} (shared weights); "
+                    "unsupported: every Linear layer must have its own parameters"
+                )
+            seen_linear[id(mod)] = name
             if pending is not None:
                 layers.append(_dense(pending, pending_name, relu=False))
             pending, pending_name = mod, prefix
-        elif isinstance(mod, torch.nn.ReLU):
+        elif _plain(mod, torch.nn.ReLU):
             if pending is None:
                 raise TypeError(f"layer {name!r}: ReLU must follow a Linear layer")
             layers.append(_dense(pending, pending_name, relu=True))
             pending = None
         else:
+            what = "None" if mod is None else type(mod).__name__
+            custom = " with its own forward" if isinstance(mod, (torch.nn.Linear, torch.nn.ReLU, torch.nn.Flatten)) else ""
             raise TypeError(
-                f"unsupported layer {name!r} of type {type(mod).__name__}: only Linear and ReLU "
+                f"unsupported layer {name!r} of type {what}{custom}: only Linear and ReLU "
                 "(and a leading Flatten) are supported"
             )
     if pending is not None:
@@ -96,7 +177,14 @@ def describe(model: torch.nn.Module) -> ModelSpec:
     for a, b in zip(layers, layers[1:]):
         if a.out_features != b.in_features:
             raise TypeError(f"layer widths do not chain: {a.weight} outputs {a.out_features}, {b.weight} takes {b.in_features}")
-    return ModelSpec(tuple(layers))
+    params = {f"{n}.{p}" if n else p: t for n, m in entries for p, t in m.named_parameters(recurse=False)}
+    owners: dict[int, str] = {}
+    for pname, t in params.items():
+        if id(t) in owners:
+            raise TypeError(f"parameters {owners[id(t)]!r} and {pname!r} are the same tensor (tied weights); unsupported")
+        owners[id(t)] = pname
+    frozen = frozenset(n for n, t in params.items() if not t.requires_grad)
+    return ModelSpec(tuple(layers), frozen)
 
 
 def _dense(mod: torch.nn.Linear, prefix: str, relu: bool) -> Dense:

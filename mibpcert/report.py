@@ -23,6 +23,7 @@ import torch
 
 from .certify import CertReport, logit_bounds, margin_bounds
 from .interval.tensor import outward_rounding
+from .train import fallback_counts
 
 __all__ = ["build_report", "format_summary", "json_safe", "plot_run", "run_summary", "write_report"]
 
@@ -88,7 +89,11 @@ def run_summary(result, report: CertReport, timings: dict | None = None, backdoo
         "backend": cfg.backend if cfg.method == "mibp" else None,
         "loss": cfg.loss,
         "solver_seconds": float(sum(x.solver_seconds for x in result.log)),
+        "diverged": result.diverged,
     }
+    if cfg.method == "mibp":
+        solved, fell_back, reasons = fallback_counts(result.log)
+        s["solver_bounds"], s["fallback_bounds"], s["fallback_reasons"] = solved, fell_back, reasons
     if backdoor:
         worst = max(backdoor, key=lambda b: b.success_upper)
         s["trigger_attack_success_upper"] = worst.success_upper
@@ -147,6 +152,20 @@ def format_summary(summary: dict, title: str | None = None) -> str:
     if s.get("backend"):
         method += f" / {s['backend']}"
     rows.append(("method / backend", method))
+    warnings: list[str] = []
+    if s.get("solver_bounds") is not None:
+        solved, fell_back = int(s["solver_bounds"]), int(s.get("fallback_bounds") or 0)
+        line = f"{solved} from the solver, {fell_back} kept the interval bound"
+        reasons = s.get("fallback_reasons") or {}
+        if reasons:
+            line += " (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(reasons.items())) + ")"
+        rows.append(("solver bounds", line))
+        if fell_back > solved:
+            warnings.append(f"WARNING: most solver bounds ({fell_back} of {solved + fell_back}) fell back to the "
+                            "interval bound; this box is mostly the interval method's")
+    if s.get("diverged"):
+        warnings.append(f"WARNING: training stopped early, the bounds diverged ({s['diverged']}); "
+                        f"the box is epoch {s.get('selected_epoch')}'s")
     w = max(len(k) for k, _ in rows)
     lines = [f"{k:<{w}}  {v}" for k, v in rows]
     width = max(len(x) for x in lines + ([title] if title else []))
@@ -155,7 +174,7 @@ def format_summary(summary: dict, title: str | None = None) -> str:
         out += [title, "=" * width]
     else:
         out.append("=" * width)
-    out += lines + ["=" * width]
+    out += lines + ["=" * width] + warnings
     return "\n".join(out)
 
 

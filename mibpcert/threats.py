@@ -23,6 +23,7 @@ for regression.
 from __future__ import annotations
 
 import copy
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,10 +66,26 @@ def _check_k(k: int | None, name: str) -> None:
 
 
 def _check_nonneg(value: float, what: str) -> float:
+    return _check_finite(value, what, nonneg=True)
+
+
+def _check_finite(value, what: str, nonneg: bool = False) -> float:
+    """A finite real number (int or float, not a bool or a string) as a float."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype.is_floating_point:
+        value = value.item()
+    kind = "finite non-negative number" if nonneg else "finite number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what} must be a {kind}, got {value!r} ({type(value).__name__})")
     v = float(value)
-    if v != v or v < 0 or v == float("inf"):
-        raise ValueError(f"{what} must be a finite non-negative number, got {value!r}")
+    if v != v or abs(v) == float("inf") or (nonneg and v < 0):
+        raise ValueError(f"{what} must be a {kind}, got {value!r}")
     return v
+
+
+def _check_flag(value, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{what} must be true or false, got {value!r} ({type(value).__name__})")
+    return value
 
 
 class Threat:
@@ -114,7 +131,9 @@ class LinfFeatures(Threat):
         _check_k(k, "LinfFeatures")
         self.k = k
         if domain is not None:
-            lo, hi = float(domain[0]), float(domain[1])
+            if isinstance(domain, (str, bytes)) or not hasattr(domain, "__len__") or len(domain) != 2:
+                raise ValueError(f"LinfFeatures: domain must be a pair (low, high) of numbers, got {domain!r}")
+            lo, hi = _check_finite(domain[0], "LinfFeatures: domain low"), _check_finite(domain[1], "LinfFeatures: domain high")
             if not lo <= hi:
                 raise ValueError(f"LinfFeatures: domain must be (low, high) with low <= high, got {domain!r}")
             domain = (lo, hi)
@@ -215,11 +234,11 @@ class FeatureValues(Threat):
     def __init__(self, feature: int, values, k: int | None = None) -> None:
         if isinstance(feature, bool) or not isinstance(feature, int) or feature < 0:
             raise ValueError(f"FeatureValues: feature must be a non-negative column index, got {feature!r}")
-        vals = [float(v) for v in values]
+        if not isinstance(values, (list, tuple, torch.Tensor)):
+            raise ValueError(f"FeatureValues: values must be a list of numbers or \"onehot\", got {values!r}")
+        vals = [_check_finite(v, "FeatureValues: every value") for v in values]
         if not vals:
             raise ValueError("FeatureValues: the value set is empty")
-        if any(v != v or abs(v) == float("inf") for v in vals):
-            raise ValueError("FeatureValues: values must be finite numbers")
         _check_k(k, "FeatureValues")
         self.feature, self.values, self.k = feature, sorted(set(vals)), k
 
@@ -319,7 +338,7 @@ class Both(Threat):
     def __init__(self, a: Threat, b: Threat, paired: bool = False) -> None:
         if not isinstance(a, Threat) or not isinstance(b, Threat):
             raise TypeError("Both(a, b): a and b must be threat models")
-        self.a, self.b, self.paired = a, b, bool(paired)
+        self.a, self.b, self.paired = a, b, _check_flag(paired, "Both: paired")
         ks = [t.k for t in (a, b) if t.k is not None]
         if not ks:
             self.k = None
@@ -374,16 +393,6 @@ def _check_index_list(cols, what: str) -> list[int]:
     if len(set(out)) != len(out):
         raise ValueError(f"{what} lists a column twice: {out!r}")
     return out
-
-
-def _check_finite(value, what: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a finite number, got {value!r}") from None
-    if v != v or abs(v) == float("inf"):
-        raise ValueError(f"{what} must be a finite number, got {value!r}")
-    return v
 
 
 def _row(X: torch.Tensor, i: int):
@@ -451,7 +460,9 @@ class OneHotFeature(_FeatureThreat):
     unless the sample is picked. The MIP set is exactly the threat's."""
 
     def __init__(self, columns, k: int | None = None) -> None:
-        cols = list(columns) if not isinstance(columns, int) or isinstance(columns, bool) else [columns]
+        if isinstance(columns, (bool, str, bytes)) or not isinstance(columns, (int, list, tuple, torch.Tensor)):
+            raise ValueError(f"OneHotFeature: columns must be a list of column indices (or of groups), got {columns!r}")
+        cols = [columns] if isinstance(columns, int) else list(columns)
         if cols and all(isinstance(c, (list, tuple)) for c in cols):
             groups = [_check_index_list(g, "OneHotFeature: a column group") for g in cols]
         else:
@@ -961,7 +972,7 @@ class GlobalBudget(Threat):
 
 
 _REGISTRY = {
-    "linf_features": lambda d: LinfFeatures(d["eps"], d.get("k"), tuple(d["domain"]) if d.get("domain") is not None else None),
+    "linf_features": lambda d: LinfFeatures(d["eps"], d.get("k"), d.get("domain")),
     "label_flip": lambda d: LabelFlip(d.get("k"), d.get("to")),
     "label_noise": lambda d: LabelNoise(d.get("k"), d["gamma"]),
     "feature_values": lambda d: FeatureValues(d["feature"], d["values"], d.get("k")),
@@ -1002,7 +1013,7 @@ def from_config(d: dict) -> Threat:
         parts = d.get("parts")
         if not isinstance(parts, list) or len(parts) != 2:
             raise ValueError("threat type 'both' needs 'parts' with exactly two threat tables")
-        return Both(from_config(parts[0]), from_config(parts[1]), paired=bool(d.get("paired", False)))
+        return Both(from_config(parts[0]), from_config(parts[1]), paired=d.get("paired", False))
     if kind not in _REGISTRY:
         raise ValueError(f"unknown threat type {kind!r}; choose one of {', '.join(sorted(_REGISTRY) + ['both'])}")
     try:

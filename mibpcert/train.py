@@ -50,6 +50,7 @@ class StepLog:
     fallback_bounds: int = 0
     solver_seconds: float = 0.0
     width_ratio: float = 1.0  # mean width of the final box / mean width of the interval box
+    fallback_reasons: dict[str, int] = field(default_factory=dict)  # why bounds kept the interval value
 
 
 @dataclass
@@ -58,7 +59,9 @@ class TrainResult:
 
     ``param_bounds``: {name: (lower, upper)} with the names and shapes of ``model.state_dict()``;
     ``nominal``: the model trained on the clean data with the same init, order and recipe;
-    ``log``: one :class:`StepLog` per step; ``selected_epoch``: the epoch the box belongs to.
+    ``log``: one :class:`StepLog` per step; ``selected_epoch``: the epoch the box belongs to;
+    ``diverged``: with ``select_epoch``, why training stopped early when the bounds of a later
+    epoch became non-finite (the box is then the best finished epoch's), else None.
     """
 
     spec: ModelSpec
@@ -70,6 +73,7 @@ class TrainResult:
     info: TaskInfo
     selected_epoch: int
     epoch_val_certified: list[float] = field(default_factory=list)
+    diverged: str | None = None
 
     def box(self) -> ParamBox:
         return {n: Interval(lo, hi, check=False) for n, (lo, hi) in self.param_bounds.items()}
@@ -92,14 +96,33 @@ def _batches(n: int, cfg: TrainConfig, epoch: int, device) -> list[torch.Tensor]
     return [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
 
 
-def _fingerprint(model, X, y, threat, cfg) -> str:
+def _fingerprint(model, spec: ModelSpec, X, y, threat, cfg) -> str:
     h = hashlib.sha256()
     keep = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "checkpoint_dir", "workers", "device")}
     h.update(json.dumps(keep, sort_keys=True, default=str).encode())
+    h.update(json.dumps(sorted(spec.frozen)).encode())
     h.update(json.dumps(threat.describe(), sort_keys=True, default=str).encode())
     for t in (X, y, *model.state_dict().values()):
         h.update(t.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _check_description(spec: ModelSpec, model: torch.nn.Module, X: torch.Tensor) -> None:
+    """What is certified must be what torch runs: the described network reproduces ``model(X)``."""
+    with torch.no_grad():
+        out = model(X)
+        ref = spec.forward(model.state_dict(), X)
+    tol = 1e-12 if X.dtype == torch.float64 else 4096 * torch.finfo(X.dtype).eps
+    if out.shape != ref.shape or not bool(((out - ref).abs() <= tol * (1 + ref.abs())).all()):
+        gap = float((out - ref).abs().max()) if out.shape == ref.shape else float("nan")
+        raise TypeError(
+            f"the model's forward pass does not compute the network mibpcert read from it ({_describe_layers(spec)}): "
+            f"outputs differ by up to {gap:.3g} on the training inputs; only plain Sequential ReLU MLPs are supported"
+        )
+
+
+def _describe_layers(spec: ModelSpec) -> str:
+    return " -> ".join(f"Linear({d.in_features}, {d.out_features})" + (" -> ReLU" if d.relu else "") for d in spec.layers)
 
 
 def _check_inside(box: ParamBox, nominal: torch.nn.Module, step: int, tol: float) -> None:
@@ -141,17 +164,21 @@ def certified_train(
         if X_val is None or y_val is None:
             raise ValueError("TrainConfig.select_epoch needs a validation set: pass X_val and y_val")
         X_val, y_val, _ = check_training_data(spec, X_val, y_val, cfg.loss, cfg.batch_size, dtype, device, what="validation")
+    nominal = copy.deepcopy(model).to(device=device, dtype=dtype)
+    _check_description(spec, nominal, X)
+    trainable = [p for p in nominal.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError(
+            "every parameter of the model has requires_grad=False: nothing would be trained (a TrainResult's "
+            "nominal model is returned frozen; call .requires_grad_(True) on it to train it further)"
+        )
+    opt = torch.optim.SGD(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.method == "mibp":
         from .encode.tighten import StepTightener  # solver stack only when asked for
 
         tightener = StepTightener(spec, cfg, info)
     else:
         tightener = None
-
-    nominal = copy.deepcopy(model).to(device=device, dtype=dtype)
-    for p in nominal.parameters():
-        p.requires_grad_(True)
-    opt = torch.optim.SGD(nominal.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = nominal.state_dict()
     box: ParamBox = {n: Interval.point(state[n].detach().clone()) for n in spec.param_names}
     steps_log: list[StepLog] = []
@@ -162,7 +189,7 @@ def certified_train(
     val_scores: list[float] = []
 
     ckpt_path = os.path.join(cfg.checkpoint_dir, "checkpoint.pt") if cfg.checkpoint_dir else None
-    fingerprint = _fingerprint(model, X, y, threat, cfg) if ckpt_path else ""
+    fingerprint = _fingerprint(model, spec, X, y, threat, cfg) if ckpt_path else ""
     if ckpt_path and os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         if ck.get("fingerprint") == fingerprint:
@@ -188,6 +215,7 @@ def certified_train(
 
         bar = tqdm(total=total, initial=start_step, desc="certified training", unit="step")
     step = 0
+    diverged = None
     try:
         with outward_rounding(cfg.outward_rounding):
             for epoch in range(cfg.epochs):
@@ -208,7 +236,7 @@ def certified_train(
                     new_box = sb.params
                     w = _widths(new_box)
                     iv_width = float(w.mean())
-                    entry = dict(solver_bounds=0, fallback_bounds=0, solver_seconds=0.0)
+                    entry = dict(solver_bounds=0, fallback_bounds=0, solver_seconds=0.0, fallback_reasons={})
                     if tightener is not None:
                         new_box, stats = tightener.tighten(box, sb, region, Xb, yb, lr, theta_before, threat)
                         entry.update(stats)
@@ -249,11 +277,17 @@ def certified_train(
                 epochs_done = epoch + 1
                 if ckpt_path:
                     _save(ckpt_path, fingerprint, step, box, nominal, opt, lr, steps_log, best, val_scores, epochs_done)
+    except BoundsDiverged as e:
+        if not (cfg.select_epoch and best is not None):
+            raise
+        diverged = str(e)
+        log.warning("%s Keeping the box of epoch %d, the best finished epoch on the validation set.", e, best[1])
     finally:
         if tightener is not None:
             tightener.close()
-    if bar is not None:
-        bar.close()
+        if bar is not None:
+            bar.close()
+    _warn_fallbacks(steps_log)
 
     selected = cfg.epochs - 1
     bounds = {k: (v.lo.detach(), v.hi.detach()) for k, v in box.items()}
@@ -261,7 +295,25 @@ def certified_train(
         _, selected, bounds, nom_state = best
         nominal.load_state_dict(nom_state)
     nominal.requires_grad_(False)
-    return TrainResult(spec, bounds, nominal, steps_log, cfg, threat, info, selected, val_scores)
+    return TrainResult(spec, bounds, nominal, steps_log, cfg, threat, info, selected, val_scores, diverged)
+
+
+def fallback_counts(steps: list[StepLog]) -> tuple[int, int, dict[str, int]]:
+    """Bounds (objective sides) that came from the solver, that kept the interval bound, and the
+    reasons of the latter, over all ``steps``."""
+    reasons: dict[str, int] = {}
+    for s in steps:
+        for k, v in s.fallback_reasons.items():
+            reasons[k] = reasons.get(k, 0) + v
+    return sum(s.solver_bounds for s in steps), sum(s.fallback_bounds for s in steps), reasons
+
+
+def _warn_fallbacks(steps: list[StepLog]) -> None:
+    solved, fell_back, reasons = fallback_counts(steps)
+    if fell_back > solved:
+        why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(reasons.items()))
+        log.warning("most solver bounds fell back to the interval bound (%d of %d: %s); the box is mostly the "
+                    "interval method's", fell_back, solved + fell_back, why)
 
 
 def _save(path, fingerprint, step, box, nominal, opt, lr, steps_log, best, val_scores, epochs_done) -> None:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import importlib.util
 
-from .base import Backend, ObjectiveBound, SolveOptions, SolverUnavailable, Status, pad_outward
+from .base import Backend, LicenceLimit, ObjectiveBound, SolveOptions, SolverUnavailable, Status, pad_outward
 
 __all__ = [
     "Backend",
+    "LicenceLimit",
     "ObjectiveBound",
     "SolveOptions",
     "SolverUnavailable",

@@ -21,6 +21,11 @@ class SolverUnavailable(RuntimeError):
     """A backend's package (or licence) is missing or too small for a program."""
 
 
+class LicenceLimit(SolverUnavailable):
+    """The solver's licence is too small for this program (a certified run falls back to the
+    interval bound for the step and counts it)."""
+
+
 class Status(str, enum.Enum):
     OPTIMAL = "optimal"
     TIME_LIMIT = "time-limit"

@@ -8,7 +8,7 @@ enlarged feasible set; it is padded outward by ``1e-6 (1 + ||c||_inf) + 1e-7 |v|
 The pip wheel ships a size-limited licence. Measured with gurobipy 13: at most 2000 variables and
 2000 linear constraints, and at most **200 variables** once any quadratic constraint is present
 (error 10010, "Model too large for size-limited license"). Too-large programs raise
-:class:`SolverUnavailable` instead of returning failures.
+:class:`LicenceLimit` (a :class:`SolverUnavailable`) instead of returning failures.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from mibpcert.encode.ir import LinearExpr, Program
 
-from .base import Backend, ObjectiveBound, SolveOptions, SolverUnavailable, Status, pad_outward
+from .base import Backend, LicenceLimit, ObjectiveBound, SolveOptions, SolverUnavailable, Status, pad_outward
 
 LICENCE_ERRNO = 10010  # GRB_ERROR_SIZE_LIMIT_EXCEEDED
 # Limits of the size-limited (pip) licence, measured with gurobipy 13.0.
@@ -35,7 +35,7 @@ def _too_large_message(program: Program) -> str:
         f"({program.num_bilinear} bilinear), more than the size-limited Gurobi licence allows "
         f"(<= {LIMITED_MAX_VARS} variables and {LIMITED_MAX_CONSTRS} linear constraints, "
         f"<= {LIMITED_MAX_VARS_QUADRATIC} variables with quadratic constraints); "
-        "use mode='per_sample', a smaller model, or backend='highs'/'scip'"
+        "use per-sample programs (mode='per_sample'), a smaller model, or backend='highs'"
     )
 
 
@@ -82,7 +82,7 @@ class GurobiBackend(Backend):
     ) -> list[ObjectiveBound]:
         """Sound [lower, upper] of each objective: padded ``ObjBound`` of the exact program.
 
-        Raises :class:`SolverUnavailable` when the licence is too small for ``program``."""
+        Raises :class:`LicenceLimit` when the licence is too small for ``program``."""
         import gurobipy as gp
 
         objectives = list(objectives)
@@ -92,7 +92,7 @@ class GurobiBackend(Backend):
             except Exception:
                 limited = False  # cannot tell; the optimize call below will say
             if limited:
-                raise SolverUnavailable(_too_large_message(program))
+                raise LicenceLimit(_too_large_message(program))
         fail = [ObjectiveBound(-np.inf, np.inf, Status.FAILED, Status.FAILED) for _ in objectives]
         env = model = None
         try:
@@ -101,7 +101,7 @@ class GurobiBackend(Backend):
                 model, x = self._build(gp, env, program, options)
             except gp.GurobiError as e:
                 if e.errno == LICENCE_ERRNO:
-                    raise SolverUnavailable(_too_large_message(program)) from e
+                    raise LicenceLimit(_too_large_message(program)) from e
                 return fail
             except Exception:
                 return fail
@@ -114,7 +114,7 @@ class GurobiBackend(Backend):
                         sides.append(self._solve_side(gp, model, x, obj, sense_min, options))
                     except gp.GurobiError as e:
                         if e.errno == LICENCE_ERRNO:
-                            raise SolverUnavailable(_too_large_message(program)) from e
+                            raise LicenceLimit(_too_large_message(program)) from e
                         sides.append((-np.inf if sense_min else np.inf, Status.FAILED))
                     except Exception:
                         sides.append((-np.inf if sense_min else np.inf, Status.FAILED))

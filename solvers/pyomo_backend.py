@@ -30,7 +30,7 @@ import numpy as np
 
 from mibpcert.encode.ir import LinearExpr, Program
 
-from .base import Backend, ObjectiveBound, SolveOptions, SolverUnavailable, Status, pad_outward
+from .base import Backend, LicenceLimit, ObjectiveBound, SolveOptions, SolverUnavailable, Status, pad_outward
 from .mccormick import relax
 
 
@@ -132,10 +132,10 @@ class PyomoBackend(Backend):
                     v, st = self._read(res, sense_min, is_lp, has_int)
                 except Exception as e:
                     if "size-limited" in str(e).lower():
-                        raise SolverUnavailable(
+                        raise LicenceLimit(
                             f"program has {prog.num_vars} variables / {prog.num_rows} constraints, "
-                            "more than the size-limited Gurobi licence allows; use "
-                            "mode='per_sample', a smaller model, or backend='highs'/'scip'"
+                            "more than the size-limited Gurobi licence allows; use per-sample programs "
+                            "(mode='per_sample'), a smaller model, or backend='highs'"
                         ) from e
                     v, st = None, Status.FAILED
                 if v is None:

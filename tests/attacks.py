@@ -67,11 +67,10 @@ def sgd_train(
 ) -> torch.nn.Module:
     """Plain SGD on the mean batch loss: ``p <- p - lr * (grad + weight_decay * p)``, the step
     size multiplied by ``lr_decay`` after every epoch. ``poison(net, Xb, yb, lr)`` may replace
-    every batch just before its step."""
+    every batch just before its step. Like ``torch.optim.SGD``, only the parameters with
+    ``requires_grad`` are trained; the returned network is frozen (for evaluation)."""
     net = copy.deepcopy(model)
-    params = list(net.parameters())
-    for p in params:
-        p.requires_grad_(True)
+    params = [p for p in net.parameters() if p.requires_grad]
     n = X.shape[0]
     for epoch in range(epochs):
         for idx in batch_indices(n, batch_size, epoch, shuffle, seed):
@@ -84,9 +83,7 @@ def sgd_train(
                 for p, g in zip(params, gs):
                     p.sub_(lr * (g + weight_decay * p))
         lr = lr * lr_decay
-    for p in params:
-        p.requires_grad_(False)
-    return net
+    return net.requires_grad_(False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -200,6 +200,10 @@ BAD = {
     "bad_lr": ('[data]\nname = "two_moons"\nn_train = 100\n[threat]\ntype = "linf_features"\neps = 0.01\n[train]\nlr = -0.1\n', "lr"),
     "no_val_set": ('[data]\nname = "two_moons"\nn_train = 100\n[threat]\ntype = "linf_features"\neps = 0.01\n[train]\nselect_epoch = true\n', "n_val"),
     "bad_toml": ('[data\nname = "two_moons"\n', "TOML"),
+    "paired_string": ('[data]\nname = "two_moons"\n[threat]\ntype = "both"\npaired = "false"\n[[threat.parts]]\n'
+                      'type = "linf_features"\neps = 0.01\nk = 2\n[[threat.parts]]\ntype = "label_flip"\nk = 2\n', "paired"),
+    "eps_string": ('[data]\nname = "two_moons"\n[threat]\ntype = "linf_features"\neps = "0.01"\n', "eps"),
+    "domain_one_value": ('[data]\nname = "two_moons"\n[threat]\ntype = "linf_features"\neps = 0.01\ndomain = [0]\n', "domain"),
 }
 
 

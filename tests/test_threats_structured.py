@@ -520,7 +520,7 @@ def test_backdoor_certificate_sound_against_backdoor_attacks():
     mask = [0, 0, 1, 1]
     eps = 0.05
     trig = SharedTrigger(mask, eps, k=1, target=1)
-    model = sgd_train(mlp([d, 5, 1], seed=0), X, y, "bce", epochs=40, lr=1.0, batch_size=n)  # the init
+    model = sgd_train(mlp([d, 5, 1], seed=0), X, y, "bce", epochs=40, lr=1.0, batch_size=n).requires_grad_(True)  # the init
     recipe = dict(epochs=2, lr=0.1, batch_size=16)
     res = certified_train(model, X, y, trig, TrainConfig(loss="bce", **recipe))
     rep = backdoor_certificate(res, Xt, yt, trig)

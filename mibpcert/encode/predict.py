@@ -29,8 +29,8 @@ def _np(t):
 
 def mibp_margin_lower(spec: ModelSpec, box: ParamBox, nominal: dict, X: torch.Tensor, y: torch.Tensor, eps: float,
                       todo: torch.Tensor, backend: str, options: SolveOptions, workers: int = 1) -> torch.Tensor:
-    """Sound lower bounds on the margin of the points where ``todo`` is set (-inf elsewhere and
-    where the solver gave no bound)."""
+    """Sound lower bounds (float64) on the margin of the points where ``todo`` is set (-inf
+    elsewhere and where the solver gave no bound)."""
     x_iv = Interval(X - eps, X + eps, check=False)
     pre, _ = forward(spec, box, x_iv)
     pre_np = [(_np(p.lo), _np(p.hi)) for p in pre]
@@ -54,7 +54,7 @@ def mibp_margin_lower(spec: ModelSpec, box: ParamBox, nominal: dict, X: torch.Te
         prog, start = enc.build()
         jobs.append((prog, exprs, start))
         owners.append(i)
-    out = torch.full((X.shape[0],), -torch.inf, dtype=X.dtype)
+    out = torch.full((X.shape[0],), -torch.inf, dtype=torch.float64)  # solver bounds, unrounded
     if not jobs:
         return out
     results = bound_many(backend, jobs, options, workers)

@@ -17,9 +17,9 @@ import torch
 
 from ..config import TrainConfig
 from ..interval.step import ParamBox, StepBounds, aggregate, flat_grads, flatten, unflatten
-from ..interval.tensor import Interval
+from ..interval.tensor import Interval, cast_down, cast_up
 from ..model import ModelSpec
-from ..solvers import SolveOptions, SolverUnavailable, Status, get_backend
+from ..solvers import LicenceLimit, SolveOptions, SolverUnavailable, Status, get_backend
 from ..solvers.parallel import SolverPool, bound_many
 from ..threats import TaskInfo
 from .training_step import StepProgram, TraceBounds, joint_program, sample_program
@@ -36,6 +36,7 @@ class StepTightener:
         get_backend(cfg.backend)  # fail early: unknown name or missing package
         self.options = SolveOptions(time_limit=cfg.time_limit, threads=cfg.threads, relax=cfg.relax, partitions=cfg.partitions)
         self.pool = SolverPool(cfg.workers) if cfg.workers > 1 else None  # reused by every step
+        self.solved_before = False  # a licence limit after the first solved step falls back, before it raises
 
     def close(self) -> None:
         if self.pool is not None:
@@ -65,8 +66,14 @@ class StepTightener:
         return out
 
     def tighten(self, box: ParamBox, sb: StepBounds, region, Xb, yb, lr: float, theta_nominal: dict, threat) -> tuple[ParamBox, dict]:
-        """New box = interval box of ``sb`` intersected with the solver's bounds."""
+        """New box = interval box of ``sb`` intersected with the solver's bounds. The stats count
+        the bounds that came from the solver and those that kept the interval bound, by reason
+        (``fallback_reasons``: ``time_limit`` = no finite dual bound before the limit,
+        ``failed`` = the solver or the step failed, ``licence`` = the licence is too small for a
+        later step's program; when it is too small before any bound was solved, the
+        :class:`LicenceLimit` is raised instead)."""
         t0 = time.perf_counter()
+        n_sides = 2 * int(sum(int(v.lo.numel()) for v in sb.params.values()))
         try:
             progs = self._programs(box, sb, region, Xb, yb, lr, theta_nominal, threat)
             jobs = [(p.program, p.exprs, p.start) for p, _, _ in progs]
@@ -79,22 +86,27 @@ class StepTightener:
             results = bound_many(self.backend_name, jobs, self.options, self.cfg.workers, jobs_per_chunk=per_chunk, pool=self.pool)
             if self.cfg.mode == "joint":
                 results = [[r for part in results for r in part]]
+        except LicenceLimit as e:
+            if not self.solved_before:  # the first step already does not fit: say so before any work is spent
+                raise
+            log.warning("MIBP step: %s; using the interval bound for this step", e)
+            return sb.params, _stats(0, {"licence": n_sides}, t0)
         except SolverUnavailable:
             raise
         except Exception as e:  # a solver failure must never end the run: keep the interval box
             log.warning("MIBP step failed (%s: %s); using the interval bound for this step", type(e).__name__, e)
-            n = sum(int(v.lo.numel()) for v in sb.params.values())
-            return sb.params, dict(solver_bounds=0, fallback_bounds=2 * n, solver_seconds=time.perf_counter() - t0)
-        solved = fallback = 0
-        seconds = 0.0
+            return sb.params, _stats(0, {"failed": n_sides}, t0)
+        solved = 0
+        reasons: dict[str, int] = {}
         for res in results:
             for r in res:
-                seconds += r.seconds
                 for val, st in ((r.lower, r.lower_status), (r.upper, r.upper_status)):
                     if st != Status.FAILED and np.isfinite(val):
                         solved += 1
                     else:
-                        fallback += 1
+                        why = "time_limit" if st == Status.TIME_LIMIT else "failed"
+                        reasons[why] = reasons.get(why, 0) + 1
+        self.solved_before = self.solved_before or solved > 0
         names = self.spec.param_names
         if self.cfg.mode == "joint":
             prog = progs[0][0]
@@ -104,26 +116,39 @@ class StepTightener:
             solver_box = Interval(lo, hi, check=False)
         else:
             solver_box = self._combine(box, sb, region, progs, results, lr, Xb.shape[0])
+        if self.spec.frozen:  # frozen parameters are not objectives: they keep their value
+            keep = self.spec.frozen_mask(solver_box.device)
+            old = flatten(box, names)
+            solver_box = Interval(torch.where(keep, old.lo, solver_box.lo), torch.where(keep, old.hi, solver_box.hi), check=False)
         new = unflatten(solver_box, self.spec)
         final = {n: sb.params[n].intersect(new[n]) for n in names}
-        return final, dict(solver_bounds=solved, fallback_bounds=fallback, solver_seconds=time.perf_counter() - t0)
+        return final, _stats(solved, reasons, t0)
 
     @staticmethod
     def _apply(lo: torch.Tensor, hi: torch.Tensor, prog: StepProgram, res) -> None:
-        """Intersect (lo, hi) with the program's known ranges and solver bounds (in place)."""
-        for t, (l, h) in prog.constants.items():
-            pad = 1e-12 * (1 + abs(l) + abs(h))
-            lo[t] = max(float(lo[t]), l - pad)
-            hi[t] = min(float(hi[t]), h + pad)
-        for t, r in zip(prog.targets, res):
-            if r.lower_status != Status.FAILED and np.isfinite(r.lower):
-                lo[t] = max(float(lo[t]), r.lower)
-            if r.upper_status != Status.FAILED and np.isfinite(r.upper):
-                hi[t] = min(float(hi[t]), r.upper)
+        """Intersect (lo, hi) with the program's known ranges and solver bounds (in place). The
+        intersection is taken in float64 and written back rounded outward to the working dtype."""
+        new_lo = lo.detach().to("cpu", torch.float64).numpy().copy()
+        new_hi = hi.detach().to("cpu", torch.float64).numpy().copy()
+        if prog.constants:
+            t = np.fromiter(prog.constants, dtype=np.int64, count=len(prog.constants))
+            c = np.array(list(prog.constants.values()), dtype=np.float64).reshape(-1, 2)
+            pad = 1e-12 * (1 + np.abs(c[:, 0]) + np.abs(c[:, 1]))
+            new_lo[t] = np.maximum(new_lo[t], c[:, 0] - pad)
+            new_hi[t] = np.minimum(new_hi[t], c[:, 1] + pad)
+        if len(prog.targets):
+            usable = lambda v, st: v if st != Status.FAILED and np.isfinite(v) else np.nan  # noqa: E731
+            s_lo = np.array([usable(r.lower, r.lower_status) for r in res], dtype=np.float64)
+            s_hi = np.array([usable(r.upper, r.upper_status) for r in res], dtype=np.float64)
+            t = prog.targets
+            new_lo[t] = np.fmax(new_lo[t], s_lo)  # fmax/fmin ignore the NaN of an unusable side
+            new_hi[t] = np.fmin(new_hi[t], s_hi)
         # an empty intersection means one of the two bounds is unsound: a bug, never hidden
-        bad = lo > hi
+        bad = new_lo > new_hi
         if bool(bad.any()):
             raise RuntimeError(f"solver bounds contradict the interval bounds at {int(bad.sum())} entries")
+        lo.copy_(cast_down(torch.from_numpy(new_lo).to(lo.device), lo.dtype))
+        hi.copy_(cast_up(torch.from_numpy(new_hi).to(hi.device), hi.dtype))
 
     def _combine(self, box, sb, region, progs, results, lr, B) -> Interval:
         """Per-sample bounds on h_ij, intersected with their interval values, then summed with the
@@ -145,3 +170,8 @@ class StepTightener:
         hs = [Interval(lo, hi, check=False) for lo, hi in zip(los, his)]
         total = aggregate(hs[0], hs[1] if len(hs) > 1 else None, region.k)
         return total.scale(1.0 / B)
+
+
+def _stats(solved: int, reasons: dict[str, int], t0: float) -> dict:
+    return dict(solver_bounds=solved, fallback_bounds=sum(reasons.values()), fallback_reasons=reasons,
+                solver_seconds=time.perf_counter() - t0)

@@ -123,6 +123,9 @@ def _objectives(spec: ModelSpec, theta: dict[str, Vec], grads_list: list[dict[st
     flat = 0
     for name in spec.param_names:
         n = len(theta[name])
+        if name in spec.frozen:  # not trained: no objective (the caller keeps its value)
+            flat += n
+            continue
         for j in range(n):
             terms = [(theta[name], decay)] + [(g[name], -scale) for g in grads_list]
             expr, lo, hi = objective(terms, j)

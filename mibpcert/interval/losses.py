@@ -55,16 +55,20 @@ def label_mask(y: torch.Tensor, num_classes: int) -> torch.Tensor:
 # bounded losses
 # ---------------------------------------------------------------------------------------------
 def bounded_loss(name: str, logits: Interval, labels: "torch.Tensor | Interval") -> tuple[Interval, Interval]:
-    """Dispatch to the bounded version of loss ``name`` (see module docstring)."""
+    """Dispatch to the bounded version of loss ``name`` (see module docstring). Every loss here is
+    non-negative, so the loss bounds are clamped to [0, inf) (outward rounding of a huge box can
+    otherwise push a lower bound below the loss's range)."""
     if name == "bce":
-        return bce_bounds(logits, labels)
-    if name == "hinge":
-        return hinge_bounds(logits, labels)
-    if name == "ce":
-        return ce_bounds(logits, labels)
-    if name == "mse":
-        return mse_bounds(logits, labels)
-    raise ValueError(f"unsupported loss {name!r}")
+        loss, grad = bce_bounds(logits, labels)
+    elif name == "hinge":
+        loss, grad = hinge_bounds(logits, labels)
+    elif name == "ce":
+        loss, grad = ce_bounds(logits, labels)
+    elif name == "mse":
+        loss, grad = mse_bounds(logits, labels)
+    else:
+        raise ValueError(f"unsupported loss {name!r}")
+    return Interval(loss.lo.clamp_min(0), loss.hi.clamp_min(0), check=False), grad
 
 
 def _softplus(x: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,8 @@ intervals (parameters in the current box, inputs and labels in the threat's regi
 interval on the sample's gradient of every parameter. The batch gradient is the mean of the
 per-sample gradients; with a budget of k poisoned samples the sum is bounded by the clean sums
 plus the k largest per-sample increases (see :mod:`mibpcert.threats`). The update
-``theta' = (1 - lr*wd) theta - lr * mean_i g_i`` is then bounded term by term. Every operation is
+``theta' = (1 - lr*wd) theta - lr * mean_i g_i`` is then bounded term by term; frozen parameters
+(``requires_grad=False``) keep their value. Every operation is
 an inclusion-monotone interval operation, so each real trajectory stays inside the boxes.
 """
 from __future__ import annotations
@@ -166,8 +167,12 @@ def interval_step(
         base, pois = sample_bounds(spec, params, feats, labs, loss, exact), None
     names = spec.param_names
     grad_sum = aggregate(flat_grads(base, names), flat_grads(pois, names) if pois else None, k)
-    theta = flatten(params, names).scale(1.0 - lr * weight_decay)
-    return StepBounds(unflatten(theta - grad_sum.scale(lr / B), spec), grad_sum, base, pois)
+    theta = flatten(params, names)
+    new = theta.scale(1.0 - lr * weight_decay) - grad_sum.scale(lr / B)
+    if spec.frozen:  # parameters with requires_grad=False are not updated (nor decayed)
+        keep = spec.frozen_mask(new.device)
+        new = Interval(torch.where(keep, theta.lo, new.lo), torch.where(keep, theta.hi, new.hi), check=False)
+    return StepBounds(unflatten(new, spec), grad_sum, base, pois)
 
 
 def _cat_labels(a, b):

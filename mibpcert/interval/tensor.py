@@ -52,6 +52,22 @@ def _up(t: torch.Tensor) -> torch.Tensor:
     return torch.nextafter(t, _inf(t, False))
 
 
+def cast_down(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The largest values of ``dtype`` that are ``<= t`` (a lower bound converted soundly)."""
+    c = t.to(dtype)
+    if dtype == t.dtype:
+        return c
+    return torch.where(c.to(t.dtype) > t, _down(c), c)
+
+
+def cast_up(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The smallest values of ``dtype`` that are ``>= t`` (an upper bound converted soundly)."""
+    c = t.to(dtype)
+    if dtype == t.dtype:
+        return c
+    return torch.where(c.to(t.dtype) < t, _up(c), c)
+
+
 def _widen(lo: torch.Tensor, hi: torch.Tensor, err: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
     """Move ``lo`` down and ``hi`` up by the error bound ``err`` (plus one ulp for the move itself)."""
     return _down(lo - err), _up(hi + err)
@@ -129,7 +145,11 @@ class Interval:
         return Interval(self.lo.unsqueeze(dim), self.hi.unsqueeze(dim), check=False)
 
     def to(self, *args, **kwargs) -> "Interval":
-        return Interval(self.lo.to(*args, **kwargs), self.hi.to(*args, **kwargs), check=False)
+        """Same arguments as ``torch.Tensor.to``; a change of dtype rounds both bounds outward
+        (always, not only with outward rounding on), so the result contains ``self``."""
+        target = self.lo[:0].to(*args, **kwargs)
+        lo, hi = self.lo.to(device=target.device), self.hi.to(device=target.device)
+        return Interval(cast_down(lo, target.dtype), cast_up(hi, target.dtype), check=False)
 
     def __repr__(self) -> str:
         return f"Interval(lo={self.lo}, hi={self.hi})"

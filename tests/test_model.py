@@ -1,0 +1,160 @@
+"""Reading the model: what is certified is exactly what torch runs (a module used twice counts
+twice), and whatever the reader cannot see through (hooks, parametrizations, subclasses with
+their own forward, shared weights) is refused before any work with an error naming it."""
+import pytest
+import torch
+
+from mibpcert import TrainConfig, certified_train, certify, describe, mlp
+from mibpcert.threats import LinfFeatures
+
+F64 = torch.float64
+nn = torch.nn
+
+
+def _data(n=40, d=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=F64)
+    return X, (X[:, 0] + 0.3 * X[:, 1] > 0).to(F64)
+
+
+def _shared_relu_net(bias2: float = 0.0) -> nn.Sequential:
+    torch.manual_seed(3)
+    relu = nn.ReLU()
+    net = nn.Sequential(nn.Linear(2, 4), relu, nn.Linear(4, 4), relu, nn.Linear(4, 1)).double()
+    with torch.no_grad():
+        net[2].bias.fill_(bias2)
+    return net
+
+
+def test_relu_module_used_twice_is_read_twice():
+    spec = describe(_shared_relu_net())
+    assert [(d.in_features, d.out_features, d.relu) for d in spec.layers] == [(2, 4, True), (4, 4, True), (4, 1, False)]
+    assert spec.param_names == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+
+
+def test_shared_relu_bounds_contain_the_torch_model_everywhere():
+    """The reproducer of the false certificate: layer 2's pre-activations are positive on the
+    training data (so a dropped ReLU goes unnoticed in training) but not on far-away test points;
+    every logit of the trained torch model must lie in the certified logit bounds, and no
+    certified point may be one the torch model gets wrong."""
+    X, y = _data()
+    net = _shared_relu_net(bias2=3.0)
+    res = certified_train(net, X, y, LinfFeatures(0.001), TrainConfig(epochs=2, lr=0.1, batch_size=20, loss="bce"))
+    g = torch.Generator().manual_seed(1)
+    Xt = 6.0 * torch.randn(2000, 2, generator=g, dtype=F64)
+    with torch.no_grad():
+        z = res.nominal(Xt)[:, 0]
+        pre2 = res.nominal[:3](Xt)
+    assert bool((pre2 < 0).any()), "the test points must reach the ReLU's negative side"
+    wrong = (z <= 0).to(F64)  # labels the torch model gets wrong
+    rep = certify(res, Xt, wrong)
+    assert bool(((rep.logits.lo[:, 0] <= z) & (z <= rep.logits.hi[:, 0])).all())
+    assert int(rep.certified.sum()) == 0
+
+
+def test_same_linear_module_twice_is_refused():
+    lin = nn.Linear(4, 4)
+    net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), lin, nn.ReLU(), lin, nn.ReLU(), nn.Linear(4, 1))
+    with pytest.raises(TypeError, match="layer '4' is the same Linear module as layer '2'"):
+        describe(net)
+
+
+def test_tied_parameters_are_refused():
+    net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
+    net[2].weight = net[0].weight
+    with pytest.raises(TypeError, match="'0.weight' and '2.weight' are the same tensor"):
+        describe(net)
+
+
+class _Scaled(nn.Linear):
+    def forward(self, x):
+        return 2.0 * super().forward(x)
+
+
+class _PlainSubclass(nn.Linear):
+    """A subclass that computes exactly what Linear computes."""
+
+
+class _DoubledSequential(nn.Sequential):
+    def forward(self, x):
+        return 2.0 * super().forward(x)
+
+
+class _CallOverride(nn.Sequential):
+    """Passes the structural checks (no own forward) but changes what calling it computes."""
+
+    def __call__(self, x):
+        return super().__call__(x) + 1.0
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: nn.Sequential(_Scaled(2, 3), nn.ReLU(), nn.Linear(3, 1)), "layer '0' of type _Scaled with its own forward"),
+        (lambda: _DoubledSequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)), "Sequential subclass with its own forward"),
+        (lambda: _Scaled(2, 1), "Linear subclass with its own forward"),
+        (lambda: nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.ReLU()), nn.Linear(3, 1)), "layer '1' of type Sequential"),
+        (lambda: nn.Sequential(nn.Flatten(0), nn.Linear(2, 1)), r"only Flatten\(start_dim=1, end_dim=-1\)"),
+    ],
+)
+def test_subclasses_and_nesting_are_refused(make, match):
+    with pytest.raises(TypeError, match=match):
+        describe(make())
+
+
+def test_plain_subclass_and_leading_flatten_are_read():
+    spec = describe(nn.Sequential(nn.Flatten(), _PlainSubclass(2, 3), nn.ReLU(), nn.Linear(3, 1)))
+    assert [d.relu for d in spec.layers] == [True, False]
+    assert spec.param_names == ["1.weight", "1.bias", "3.weight", "3.bias"]
+
+
+def _hooked(kind: str) -> nn.Module:
+    net = mlp([2, 3, 1], seed=0)
+    target = net if kind.startswith("model_") else net[0]
+    if kind.endswith("forward_hook"):
+        target.register_forward_hook(lambda m, i, o: o * 2)
+    elif kind.endswith("forward_pre_hook"):
+        target.register_forward_pre_hook(lambda m, i: (i[0] * 2,))
+    elif kind.endswith("backward_hook"):
+        target.register_full_backward_hook(lambda m, gi, go: None)
+    return net
+
+
+@pytest.mark.parametrize("kind", ["forward_hook", "forward_pre_hook", "backward_hook", "model_forward_hook"])
+def test_module_hooks_are_refused(kind):
+    with pytest.raises(TypeError, match="hooks?"):
+        describe(_hooked(kind))
+
+
+def test_global_hook_is_refused():
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: o)
+    try:
+        with pytest.raises(TypeError, match="global torch.nn module hooks"):
+            describe(mlp([2, 3, 1], seed=0))
+    finally:
+        handle.remove()
+
+
+def test_weight_norm_is_refused_with_a_clear_message():
+    net = nn.Sequential(torch.nn.utils.parametrizations.weight_norm(nn.Linear(2, 3)), nn.ReLU(), nn.Linear(3, 1)).double()
+    with pytest.raises(TypeError, match="module '0' .*parametrized parameters .*weight_norm"):
+        describe(net)
+    X, y = _data()
+    with pytest.raises(TypeError, match="parametrized"):
+        certified_train(net, X, y, LinfFeatures(0.01), TrainConfig(epochs=1, batch_size=20))
+
+
+def test_forward_that_differs_from_the_description_is_refused_before_training():
+    net = _CallOverride(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)).double()
+    describe(net)  # structurally fine
+    X, y = _data()
+    with pytest.raises(TypeError, match="does not compute the network mibpcert read"):
+        certified_train(net, X, y, LinfFeatures(0.01), TrainConfig(epochs=1, batch_size=20))
+
+
+def test_description_forward_equals_torch():
+    net = mlp([3, 5, 4, 2], seed=2)
+    X = torch.randn(7, 3, dtype=F64)
+    spec = describe(net)
+    with torch.no_grad():
+        assert torch.equal(spec.forward(net.state_dict(), X), net(X))

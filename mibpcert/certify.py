@@ -23,7 +23,7 @@ import torch
 from .data_checks import check_test_data
 from .interval.losses import bounded_loss, label_mask
 from .interval.step import ParamBox, forward
-from .interval.tensor import Interval, cast_down, linear, outward_rounding
+from .interval.tensor import Interval, cast_down, check_exact_float32_matmul, linear, outward_rounding
 from .model import ModelSpec
 
 
@@ -156,6 +156,7 @@ def certify(
         raise ValueError(f"certify: method must be 'interval' or 'mibp', got {method!r}")
     spec, cfg = result.spec, result.config
     X, y, task, num_classes = check_test_data(result, X_test, y_test)
+    check_exact_float32_matmul(X.dtype, X.device)
     for eps_name, eps in (("test_eps", test_eps), ("trigger_eps", trigger_eps)):
         if eps is not None and (not isinstance(eps, (int, float)) or eps != eps or eps < 0):
             raise ValueError(f"{eps_name} must be a non-negative number, got {eps!r}")

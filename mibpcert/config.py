@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,8 @@ class TrainConfig:
     objective (seconds), ``threads`` per solve, ``workers`` parallel solver processes.
     ``select_epoch``: return the epoch whose box certifies most of the validation set passed to
     :func:`certified_train` (at ``val_eps``); the choice only looks at bounds, so it stays sound.
+    ``outward_rounding=False`` drops the floating-point error terms of the interval path (faster,
+    for measurements only: the bounds are then not guaranteed to contain the computed training).
     """
 
     epochs: int = 1
@@ -68,8 +71,19 @@ class TrainConfig:
             positive_int(name)
         for name in ("lr", "weight_decay", "lr_decay", "val_eps"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or v != v or v < 0 or v == float("inf"):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0 or v == float("inf"):
                 raise ValueError(f"TrainConfig.{name} must be a finite non-negative number, got {v!r}")
+        for name in ("shuffle", "select_epoch", "outward_rounding", "exact_matmul", "progress"):
+            v = getattr(self, name)
+            if not isinstance(v, bool):
+                raise ValueError(f"TrainConfig.{name} must be true or false, got {v!r} ({type(v).__name__})")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
+        for name in ("backend", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"TrainConfig.{name} must be a string, got {getattr(self, name)!r}")
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
+            raise ValueError(f"TrainConfig.checkpoint_dir must be a path string or None, got {self.checkpoint_dir!r}")
         if self.lr == 0:
             raise ValueError("TrainConfig.lr must be positive")
         check_loss(self.loss)
@@ -89,7 +103,8 @@ class TrainConfig:
             )
         if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"TrainConfig.device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
-        if self.time_limit is not None and not self.time_limit > 0:
+        if self.time_limit is not None and (isinstance(self.time_limit, bool) or not isinstance(self.time_limit, (int, float))
+                                            or not self.time_limit > 0):
             raise ValueError(f"TrainConfig.time_limit must be positive or None, got {self.time_limit!r}")
 
     @property

@@ -3,8 +3,8 @@
 Supported: ``torch.nn.Sequential`` of ``Linear`` layers with ``ReLU`` between them (optionally a
 leading ``Flatten``), i.e. a ReLU MLP, or a single ``Linear``. :func:`describe` reads exactly
 what torch runs: every entry of the Sequential in order (a module used twice counts twice), and
-refuses what it cannot see through (hooks, parametrizations such as ``weight_norm``, subclasses
-with their own ``forward``, shared weights) with a ``TypeError`` naming the module.
+refuses what it cannot see through (hooks on modules or parameters, parametrizations such as
+``weight_norm``, subclasses, shared weights) with a ``TypeError`` naming the module.
 Parameters with ``requires_grad=False`` are recorded as frozen: training leaves them unchanged.
 """
 from __future__ import annotations
@@ -83,9 +83,18 @@ class ModelSpec:
         return a
 
 
+# torch keeps global module hooks in private module-level dicts; reading them is the only way to
+# know that none is registered
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
                  "_global_backward_pre_hooks")
-_MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+                 "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+                 "_load_state_dict_post_hooks")
+# the instance attributes of freshly built modules: anything else callable on an instance (an
+# instance ``forward``, ``_call_impl``, ``__deepcopy__`` ...) would change what torch runs
+_PLAIN_ATTRS = {cls: set(vars(make())) for cls, make in (
+    (torch.nn.Linear, lambda: torch.nn.Linear(1, 1)), (torch.nn.ReLU, torch.nn.ReLU),
+    (torch.nn.Flatten, torch.nn.Flatten), (torch.nn.Sequential, torch.nn.Sequential))}
 
 
 def _check_hooks(model: torch.nn.Module) -> None:
@@ -110,11 +119,34 @@ def _check_hooks(model: torch.nn.Module) -> None:
                     f"{where} ({type(mod).__name__}) has {kind} (e.g. from torch.nn.utils.weight_norm, pruning "
                     "or a registered hook); the bounds cannot see what a hook does: remove it before certifying"
                 )
+        extra = [k for k, v in vars(mod).items()
+                 if k not in _PLAIN_ATTRS.get(type(mod), ()) and (callable(v) or hasattr(type(mod), k))]
+        if extra:
+            raise TypeError(
+                f"{where} ({type(mod).__name__}) overrides {', '.join(sorted(extra))} on the instance; "
+                "the bounds cannot see what that changes: use plain modules"
+            )
+        for pname, p in mod.named_parameters(recurse=False):
+            if getattr(p, "_backward_hooks", None) or getattr(p, "_post_accumulate_grad_hooks", None):
+                raise TypeError(
+                    f"parameter {pname!r} of {where} has gradient hooks (Tensor.register_hook); the bounds cannot "
+                    "see what a hook does to the gradient: remove it before certifying"
+                )
 
 
 def _plain(mod: torch.nn.Module, cls: type) -> bool:
-    """``mod`` is a ``cls`` whose computation is ``cls``'s own (no overridden ``forward``)."""
-    return isinstance(mod, cls) and type(mod).forward is cls.forward
+    """``mod`` is exactly a ``cls`` (not a subclass, which could change ``forward``, ``__call__``,
+    attribute access or iteration)."""
+    return type(mod) is cls
+
+
+def _owned_parameter(mod: torch.nn.Linear, name: str, shape: tuple[int, ...], where: str) -> None:
+    p = mod._parameters.get(name)
+    if type(p) is not torch.nn.Parameter:
+        what = "missing" if p is None else f"a {type(p).__name__}"
+        raise TypeError(f"{where}.{name} is {what}, not a torch.nn.Parameter of the layer; unsupported")
+    if tuple(p.shape) != shape:
+        raise TypeError(f"{where}.{name} has shape {tuple(p.shape)}, expected {shape}")
 
 
 def describe(model: torch.nn.Module) -> ModelSpec:
@@ -124,13 +156,13 @@ def describe(model: torch.nn.Module) -> ModelSpec:
     _check_hooks(model)
     if isinstance(model, torch.nn.Linear):
         if not _plain(model, torch.nn.Linear):
-            raise TypeError(f"unsupported model type {type(model).__name__}: a Linear subclass with its own forward")
+            raise TypeError(f"unsupported model type {type(model).__name__}: a subclass of Linear; mibpcert certifies {SUPPORTED}")
         entries = [("", model)]
     elif isinstance(model, torch.nn.Sequential):
         if not _plain(model, torch.nn.Sequential):
             raise TypeError(
-                f"unsupported model type {type(model).__name__}: a Sequential subclass with its own forward; "
-                f"mibpcert certifies {SUPPORTED}"
+                f"unsupported model type {type(model).__name__}: a subclass of Sequential (it may change how the "
+                f"layers run); mibpcert certifies {SUPPORTED}"
             )
         # every entry in the order torch runs them; named_children() would skip a repeated module
         entries = list(model._modules.items())
@@ -153,6 +185,10 @@ def describe(model: torch.nn.Module) -> ModelSpec:
                     "unsupported: every Linear layer must have its own parameters"
                 )
             seen_linear[id(mod)] = name
+            where = f"layer {name!r}" if name else "the Linear model"
+            _owned_parameter(mod, "weight", (mod.out_features, mod.in_features), where)
+            if mod.bias is not None:
+                _owned_parameter(mod, "bias", (mod.out_features,), where)
             if pending is not None:
                 layers.append(_dense(pending, pending_name, relu=False))
             pending, pending_name = mod, prefix
@@ -163,9 +199,9 @@ def describe(model: torch.nn.Module) -> ModelSpec:
             pending = None
         else:
             what = "None" if mod is None else type(mod).__name__
-            custom = " with its own forward" if isinstance(mod, (torch.nn.Linear, torch.nn.ReLU, torch.nn.Flatten)) else ""
+            sub = " (a subclass)" if isinstance(mod, (torch.nn.Linear, torch.nn.ReLU, torch.nn.Flatten)) else ""
             raise TypeError(
-                f"unsupported layer {name!r} of type {what}{custom}: only Linear and ReLU "
+                f"unsupported layer {name!r} of type {what}{sub}: only Linear and ReLU "
                 "(and a leading Flatten) are supported"
             )
     if pending is not None:
@@ -180,9 +216,10 @@ def describe(model: torch.nn.Module) -> ModelSpec:
     params = {f"{n}.{p}" if n else p: t for n, m in entries for p, t in m.named_parameters(recurse=False)}
     owners: dict[int, str] = {}
     for pname, t in params.items():
-        if id(t) in owners:
-            raise TypeError(f"parameters {owners[id(t)]!r} and {pname!r} are the same tensor (tied weights); unsupported")
-        owners[id(t)] = pname
+        ptr = t.untyped_storage().data_ptr()  # views of one storage are tied too
+        if ptr in owners:
+            raise TypeError(f"parameters {owners[ptr]!r} and {pname!r} share their memory (tied weights); unsupported")
+        owners[ptr] = pname
     frozen = frozenset(n for n, t in params.items() if not t.requires_grad)
     return ModelSpec(tuple(layers), frozen)
 

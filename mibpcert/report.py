@@ -23,7 +23,7 @@ import torch
 
 from .certify import CertReport, logit_bounds, margin_bounds
 from .interval.tensor import outward_rounding
-from .train import fallback_counts
+from .train import fallback_counts, fallback_note
 
 __all__ = ["build_report", "format_summary", "json_safe", "plot_run", "run_summary", "write_report"]
 
@@ -154,15 +154,11 @@ def format_summary(summary: dict, title: str | None = None) -> str:
     rows.append(("method / backend", method))
     warnings: list[str] = []
     if s.get("solver_bounds") is not None:
-        solved, fell_back = int(s["solver_bounds"]), int(s.get("fallback_bounds") or 0)
-        line = f"{solved} from the solver, {fell_back} kept the interval bound"
-        reasons = s.get("fallback_reasons") or {}
-        if reasons:
-            line += " (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(reasons.items())) + ")"
+        line, warning = fallback_note(int(s["solver_bounds"]), int(s.get("fallback_bounds") or 0),
+                                      s.get("fallback_reasons") or {})
         rows.append(("solver bounds", line))
-        if fell_back > solved:
-            warnings.append(f"WARNING: most solver bounds ({fell_back} of {solved + fell_back}) fell back to the "
-                            "interval bound; this box is mostly the interval method's")
+        if warning:
+            warnings.append(warning)
     if s.get("diverged"):
         warnings.append(f"WARNING: training stopped early, the bounds diverged ({s['diverged']}); "
                         f"the box is epoch {s.get('selected_epoch')}'s")

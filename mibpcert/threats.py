@@ -234,7 +234,7 @@ class FeatureValues(Threat):
     def __init__(self, feature: int, values, k: int | None = None) -> None:
         if isinstance(feature, bool) or not isinstance(feature, int) or feature < 0:
             raise ValueError(f"FeatureValues: feature must be a non-negative column index, got {feature!r}")
-        if not isinstance(values, (list, tuple, torch.Tensor)):
+        if isinstance(values, (bytes, numbers.Number)) or not hasattr(values, "__iter__"):
             raise ValueError(f"FeatureValues: values must be a list of numbers or \"onehot\", got {values!r}")
         vals = [_check_finite(v, "FeatureValues: every value") for v in values]
         if not vals:
@@ -388,8 +388,9 @@ def _check_index_list(cols, what: str) -> list[int]:
     if not out:
         raise ValueError(f"{what} is empty")
     for c in out:
-        if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 0:
             raise ValueError(f"{what} must be non-negative integer column indices, got {c!r}")
+    out = [int(c) for c in out]
     if len(set(out)) != len(out):
         raise ValueError(f"{what} lists a column twice: {out!r}")
     return out
@@ -460,7 +461,7 @@ class OneHotFeature(_FeatureThreat):
     unless the sample is picked. The MIP set is exactly the threat's."""
 
     def __init__(self, columns, k: int | None = None) -> None:
-        if isinstance(columns, (bool, str, bytes)) or not isinstance(columns, (int, list, tuple, torch.Tensor)):
+        if isinstance(columns, (bool, str, bytes, float)) or not (isinstance(columns, int) or hasattr(columns, "__iter__")):
             raise ValueError(f"OneHotFeature: columns must be a list of column indices (or of groups), got {columns!r}")
         cols = [columns] if isinstance(columns, int) else list(columns)
         if cols and all(isinstance(c, (list, tuple)) for c in cols):

@@ -17,12 +17,13 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.optim.optimizer as torch_optimizer
 
 from .config import TrainConfig
 from .data_checks import check_training_data
 from .interval.losses import per_sample_loss
 from .interval.step import ParamBox, interval_step
-from .interval.tensor import Interval, outward_rounding
+from .interval.tensor import Interval, check_exact_float32_matmul, outward_rounding
 from .model import ModelSpec, describe
 from .threats import TaskInfo, Threat
 
@@ -112,13 +113,20 @@ def _check_description(spec: ModelSpec, model: torch.nn.Module, X: torch.Tensor)
     with torch.no_grad():
         out = model(X)
         ref = spec.forward(model.state_dict(), X)
-    tol = 1e-12 if X.dtype == torch.float64 else 4096 * torch.finfo(X.dtype).eps
+    tol = 64 * torch.finfo(X.dtype).eps  # both run the same kernels: equal up to a few ulps at most
     if out.shape != ref.shape or not bool(((out - ref).abs() <= tol * (1 + ref.abs())).all()):
         gap = float((out - ref).abs().max()) if out.shape == ref.shape else float("nan")
         raise TypeError(
             f"the model's forward pass does not compute the network mibpcert read from it ({_describe_layers(spec)}): "
             f"outputs differ by up to {gap:.3g} on the training inputs; only plain Sequential ReLU MLPs are supported"
         )
+
+
+def _check_optimizer_hooks() -> None:
+    """Global optimizer hooks change every SGD step torch takes; the bounds cannot see them."""
+    if any(getattr(torch_optimizer, name, None) for name in ("_global_optimizer_pre_hooks", "_global_optimizer_post_hooks")):
+        raise TypeError("global optimizer hooks are registered (torch.optim.optimizer.register_optimizer_step_*_hook); "
+                        "they change every SGD step and the bounds cannot see them: remove them before certifying")
 
 
 def _describe_layers(spec: ModelSpec) -> str:
@@ -158,12 +166,19 @@ def certified_train(
         raise TypeError(f"threat must be a mibpcert.threats model, got {type(threat).__name__}")
     spec = describe(model)
     device, dtype = cfg.torch_device(), cfg.torch_dtype
+    check_exact_float32_matmul(dtype, device)
     X, y, info = check_training_data(spec, X, y, cfg.loss, cfg.batch_size, dtype, device)
     threat.validate(info)
     if cfg.select_epoch:
         if X_val is None or y_val is None:
             raise ValueError("TrainConfig.select_epoch needs a validation set: pass X_val and y_val")
         X_val, y_val, _ = check_training_data(spec, X_val, y_val, cfg.loss, cfg.batch_size, dtype, device, what="validation")
+    _check_optimizer_hooks()
+    model_dtypes = {p.dtype for p in model.parameters()}
+    if model_dtypes != {dtype}:
+        log.warning("the model's parameters are %s; certifying SGD in %s (TrainConfig.dtype) from these initial "
+                    "values: the certificate is about %s training", ", ".join(sorted(map(str, model_dtypes))),
+                    dtype, dtype)
     nominal = copy.deepcopy(model).to(device=device, dtype=dtype)
     _check_description(spec, nominal, X)
     trainable = [p for p in nominal.parameters() if p.requires_grad]
@@ -199,6 +214,8 @@ def certified_train(
             opt.load_state_dict(ck["optimizer"])
             lr = ck["lr"]
             steps_log = [StepLog(**d) for d in ck["log"]]
+            if tightener is not None:
+                tightener.solved_before = any(s.solver_bounds > 0 for s in steps_log)
             best, val_scores = ck["best"], ck["val_scores"]
             epochs_done = ck["epochs_done"]
             log.info("resuming from step %d of checkpoint %s", start_step, ckpt_path)
@@ -208,7 +225,7 @@ def certified_train(
     n = X.shape[0]
     n_batches = (n + cfg.batch_size - 1) // cfg.batch_size
     total = cfg.epochs * n_batches
-    tol = 0.0 if cfg.outward_rounding else 1e-12
+    tol = 0.0 if cfg.outward_rounding else (1e-12 if dtype == torch.float64 else 1e-5)  # rounding off: not sound
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
@@ -308,12 +325,22 @@ def fallback_counts(steps: list[StepLog]) -> tuple[int, int, dict[str, int]]:
     return sum(s.solver_bounds for s in steps), sum(s.fallback_bounds for s in steps), reasons
 
 
-def _warn_fallbacks(steps: list[StepLog]) -> None:
-    solved, fell_back, reasons = fallback_counts(steps)
+def fallback_note(solved: int, fell_back: int, reasons: dict[str, int]) -> tuple[str, str | None]:
+    """One line saying where a run's bounds came from, and a warning when most fell back."""
+    line = f"{solved} from the solver, {fell_back} kept the interval bound"
+    if reasons:
+        line += " (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(reasons.items())) + ")"
+    warning = None
     if fell_back > solved:
-        why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(reasons.items()))
-        log.warning("most solver bounds fell back to the interval bound (%d of %d: %s); the box is mostly the "
-                    "interval method's", fell_back, solved + fell_back, why)
+        warning = (f"WARNING: most solver bounds ({fell_back} of {solved + fell_back}) fell back to the interval "
+                   "bound; this box is mostly the interval method's")
+    return line, warning
+
+
+def _warn_fallbacks(steps: list[StepLog]) -> None:
+    line, warning = fallback_note(*fallback_counts(steps))
+    if warning:
+        log.warning("%s: %s", warning, line)
 
 
 def _save(path, fingerprint, step, box, nominal, opt, lr, steps_log, best, val_scores, epochs_done) -> None:

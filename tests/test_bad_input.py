@@ -372,6 +372,51 @@ def test_bounds_blow_up_raises_bounds_diverged():
     assert "Lower lr or eps" in str(info.value)
 
 
+def test_select_epoch_keeps_the_best_finite_epoch_when_a_later_epoch_diverges():
+    """With select_epoch, bounds that blow up in epoch 2 no longer discard the finished epochs:
+    the result is the best of them (the same box as a run stopped after that epoch) and says
+    where the bounds diverged; without select_epoch the run still raises."""
+    torch.manual_seed(0)
+    X, y = binary_data(40)
+    Xv, yv = binary_data(40)
+    kw = dict(lr=2.0, batch_size=10, loss="bce")
+    model = mlp([2, 16, 16, 1], seed=1)
+    res = certified_train(model, X, y, LinfFeatures(0.01), TrainConfig(epochs=40, select_epoch=True, **kw), Xv, yv)
+    assert res.diverged is not None and "non-finite at step 13 (epoch 3)" in res.diverged
+    assert len(res.log) == 12 and len(res.epoch_val_certified) == 3
+    assert res.selected_epoch < 3
+    ref = certified_train(model, X, y, LinfFeatures(0.01), TrainConfig(epochs=res.selected_epoch + 1, **kw))
+    for name, (lo, hi) in res.param_bounds.items():
+        assert torch.isfinite(lo).all() and torch.isfinite(hi).all()
+        assert torch.equal(lo, ref.param_bounds[name][0]) and torch.equal(hi, ref.param_bounds[name][1])
+        assert torch.equal(res.nominal.state_dict()[name], ref.nominal.state_dict()[name])
+    from mibpcert.report import format_summary, run_summary
+
+    text = format_summary(run_summary(res, certify(res, Xv, yv)))
+    assert "WARNING: training stopped early, the bounds diverged" in text
+    with pytest.raises(BoundsDiverged, match="step 13"):
+        certified_train(model, X, y, LinfFeatures(0.01), TrainConfig(epochs=40, **kw))
+
+
+def test_loss_bounds_stay_in_the_loss_range_for_a_huge_box():
+    """A huge but finite box: the lower bound on every loss is >= 0 (it was about -1.8e285 for BCE)."""
+    torch.manual_seed(0)
+    X, y = binary_data(20)
+    res = train(mlp([2, 4, 1], seed=0), X, y, loss="bce")
+    res.param_bounds = {n: (lo - 1e150, hi + 1e150) for n, (lo, hi) in res.param_bounds.items()}
+    rep = certify(res, X, y)
+    lo, hi = rep.test_loss_bounds
+    assert 0.0 <= lo <= hi
+    from mibpcert.interval.losses import bounded_loss, label_mask
+    from mibpcert.interval.tensor import Interval
+
+    z = Interval(torch.full((4, 3), -1e300, dtype=F64), torch.full((4, 3), 1e300, dtype=F64))
+    labels = torch.tensor([0, 1, 2, 0])
+    for loss, zz, lab in (("bce", z[:, :1], label_mask(labels % 2, 2)), ("hinge", z[:, :1], label_mask(labels % 2, 2)),
+                          ("ce", z, label_mask(labels, 3)), ("mse", z, Interval.point(torch.zeros(4, 3, dtype=F64)))):
+        assert bool((bounded_loss(loss, zz, lab)[0].lo >= 0).all()), loss
+
+
 def _nan_result(res, name, index):
     lo, hi = res.param_bounds[name]
     lo, hi = lo.clone(), hi.clone()

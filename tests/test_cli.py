@@ -123,6 +123,19 @@ def test_cli_in_process_matches_api(tmp_path, capsys):
         assert a["step"] == b.step and a["max_width"] == b.max_width
 
 
+def test_cli_mibp_summary_counts_solver_and_fallback_bounds(tmp_path, capsys):
+    text = TINY.replace("select_epoch = true", 'select_epoch = true\nmethod = "mibp"\nmode = "joint"\nrelax = "lp"')
+    text = text.replace("epochs = 2", "epochs = 1").replace("n_train = 100", "n_train = 50")
+    cfg = _write(tmp_path, text)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads((tmp_path / "o" / "report.json").read_text())
+    s = doc["summary"]
+    assert s["solver_bounds"] == sum(e["solver_bounds"] for e in doc["log"]) > 0
+    assert s["fallback_bounds"] == sum(e["fallback_bounds"] for e in doc["log"])
+    assert "solver bounds" in printed and f"{s['solver_bounds']} from the solver" in printed
+
+
 def test_cli_subprocess(tmp_path):
     cfg = _write(tmp_path, TINY)
     out = tmp_path / "sub"
@@ -203,6 +216,8 @@ BAD = {
     "paired_string": ('[data]\nname = "two_moons"\n[threat]\ntype = "both"\npaired = "false"\n[[threat.parts]]\n'
                       'type = "linf_features"\neps = 0.01\nk = 2\n[[threat.parts]]\ntype = "label_flip"\nk = 2\n', "paired"),
     "eps_string": ('[data]\nname = "two_moons"\n[threat]\ntype = "linf_features"\neps = "0.01"\n', "eps"),
+    "mibp_float32": ('[data]\nname = "two_moons"\n[threat]\ntype = "linf_features"\neps = 0.01\n[train]\nmethod = "mibp"\n'
+                     'dtype = "float32"\n', "float64"),
     "domain_one_value": ('[data]\nname = "two_moons"\n[threat]\ntype = "linf_features"\neps = 0.01\ndomain = [0]\n', "domain"),
 }
 

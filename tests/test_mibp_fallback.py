@@ -158,12 +158,22 @@ def test_backend_exception_falls_back_to_interval(monkeypatch, mode):
         raise RuntimeError("simulated solver crash")
 
     monkeypatch.setattr(highs_mod.HighsBackend, "bound", boom)
+    built = []  # objectives of every step's programs: a failed step counts all their sides
+    orig = tighten_mod.StepTightener._programs
+
+    def programs(self, *a, **k):
+        progs = orig(self, *a, **k)
+        built.append(sum(len(p.exprs) for p, _, _ in progs))
+        return progs
+
+    monkeypatch.setattr(tighten_mod.StepTightener, "_programs", programs)
     res = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, mode=mode))
     ref = run_interval(model, X, y, threat_f(), loss)
     assert_same_box(res, ref, "backend raising")
-    n_params = sum(int(lo.numel()) for lo, _ in res.param_bounds.values())
-    for s in res.log:
-        assert s.solver_bounds == 0 and s.fallback_bounds == 2 * n_params
+    assert len(built) == len(res.log)
+    for s, n_obj in zip(res.log, built):
+        assert n_obj > 0 and s.solver_bounds == 0 and s.fallback_bounds == 2 * n_obj
+        assert s.fallback_reasons == {"failed": 2 * n_obj}
         assert s.width_ratio == pytest.approx(1.0)
 
 
@@ -309,3 +319,85 @@ def test_joint_workers_split_objectives():
     _, _, _, _, bud, _ = case_data("linf_k1-bce")
     for what, net in attack_nets(model, X, y, bud, loss, n_simple=2, n_guided=2):
         assert_in_box(r3, net, f"joint workers=3: {what}")
+
+
+# ---------------------------------------------------------------------------------------------
+# fallbacks are reported: summary, report.json, warning line, reasons
+# ---------------------------------------------------------------------------------------------
+def test_fallbacks_are_reported_with_their_reasons(monkeypatch, tmp_path):
+    """Most sides come back without a usable bound (as with ``time_limit=1e-6`` on real
+    programs: time-limited without a finite dual bound, or failed). The step log, the summary and
+    report.json count the solver and fallback bounds and why, from what the backend returned, and
+    the text summary ends with a warning line."""
+    from mibpcert import certify
+    from mibpcert.report import format_summary, write_report
+
+    orig = highs_mod.HighsBackend.bound
+    sides: list[tuple[float, Status]] = []
+
+    def degraded(self, program, objectives, options):
+        out = []
+        for j, r in enumerate(orig(self, program, objectives, options)):
+            if j % 4 == 1:
+                r = dataclasses.replace(r, lower=-np.inf, lower_status=Status.FAILED)
+            elif j % 4 >= 2:
+                r = dataclasses.replace(r, lower=-np.inf, upper=np.inf, lower_status=Status.TIME_LIMIT,
+                                        upper_status=Status.TIME_LIMIT)
+            sides.extend([(r.lower, r.lower_status), (r.upper, r.upper_status)])
+            out.append(r)
+        return out
+
+    monkeypatch.setattr(highs_mod.HighsBackend, "bound", degraded)
+    model, X, y, threat_f, _, loss = case_data("linf_k1-bce")
+    res = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss))
+    timed_out = sum(1 for v, st in sides if st == Status.TIME_LIMIT and not np.isfinite(v))
+    failed = sum(1 for v, st in sides if st == Status.FAILED)
+    solved = len(sides) - timed_out - failed
+    assert timed_out > 0 and failed > 0 and timed_out + failed > solved
+    doc = write_report(str(tmp_path / "report.json"), res, certify(res, X, y))
+    s = doc["summary"]
+    assert s["solver_bounds"] == solved and s["fallback_bounds"] == timed_out + failed
+    assert s["fallback_reasons"] == {"time_limit": timed_out, "failed": failed}
+    assert sum(sum(e["fallback_reasons"].values()) for e in doc["log"]) == timed_out + failed
+    text = format_summary(s)
+    assert f"{solved} from the solver, {timed_out + failed} kept the interval bound (failed {failed}, time limit {timed_out})" in text
+    assert text.splitlines()[-1].startswith("WARNING: most solver bounds")
+
+
+def test_interval_runs_have_no_solver_line():
+    from mibpcert import certify
+    from mibpcert.report import format_summary, run_summary
+
+    model, X, y, threat_f, _, loss = case_data("linf_k1-bce")
+    res = run_interval(model, X, y, threat_f(), loss)
+    s = run_summary(res, certify(res, X, y))
+    assert "solver_bounds" not in s and "solver bounds" not in format_summary(s) and "WARNING" not in format_summary(s)
+
+
+def test_licence_limit_raises_first_then_falls_back(monkeypatch):
+    """A licence too small for the first step's program is an error before any work is spent;
+    once bounds were solved, a later step whose program outgrows the licence keeps the interval
+    bound, is logged and counted as ``licence``."""
+    from mibpcert.solvers import LicenceLimit
+
+    model, X, y, threat_f, _, loss = case_data("linf_k1-bce")
+    real = tighten_mod.bound_many
+    calls = []
+
+    def limited_after(n_ok):
+        def bound_many(*a, **k):
+            calls.append(1)
+            if len(calls) > n_ok:
+                raise LicenceLimit("program too large for the size-limited licence (simulated)")
+            return real(*a, **k)
+        return bound_many
+
+    monkeypatch.setattr(tighten_mod, "bound_many", limited_after(0))
+    with pytest.raises(LicenceLimit, match="simulated"):
+        certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, epochs=2))
+    calls.clear()
+    monkeypatch.setattr(tighten_mod, "bound_many", limited_after(1))
+    res = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, epochs=2))
+    assert res.log[0].solver_bounds > 0 and "licence" not in res.log[0].fallback_reasons
+    for s in res.log[1:]:
+        assert s.solver_bounds == 0 and set(s.fallback_reasons) == {"licence"} and s.fallback_bounds > 0

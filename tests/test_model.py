@@ -1,8 +1,11 @@
 """Reading the model: what is certified is exactly what torch runs (a module used twice counts
 twice), and whatever the reader cannot see through (hooks, parametrizations, subclasses with
 their own forward, shared weights) is refused before any work with an error naming it."""
+import dataclasses
+
 import pytest
 import torch
+import torch.optim.optimizer as torch_optimizer
 
 from mibpcert import TrainConfig, certified_train, certify, describe, mlp
 from mibpcert.threats import LinfFeatures
@@ -62,7 +65,7 @@ def test_same_linear_module_twice_is_refused():
 def test_tied_parameters_are_refused():
     net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
     net[2].weight = net[0].weight
-    with pytest.raises(TypeError, match="'0.weight' and '2.weight' are the same tensor"):
+    with pytest.raises(TypeError, match="'0.weight' and '2.weight' share their memory"):
         describe(net)
 
 
@@ -90,9 +93,11 @@ class _CallOverride(nn.Sequential):
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: nn.Sequential(_Scaled(2, 3), nn.ReLU(), nn.Linear(3, 1)), "layer '0' of type _Scaled with its own forward"),
-        (lambda: _DoubledSequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)), "Sequential subclass with its own forward"),
-        (lambda: _Scaled(2, 1), "Linear subclass with its own forward"),
+        (lambda: nn.Sequential(_Scaled(2, 3), nn.ReLU(), nn.Linear(3, 1)), r"layer '0' of type _Scaled \(a subclass\)"),
+        (lambda: nn.Sequential(_PlainSubclass(2, 3), nn.ReLU(), nn.Linear(3, 1)), r"layer '0' of type _PlainSubclass \(a subclass\)"),
+        (lambda: _DoubledSequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)), "a subclass of Sequential"),
+        (lambda: _CallOverride(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)), "a subclass of Sequential"),
+        (lambda: _Scaled(2, 1), "a subclass of Linear"),
         (lambda: nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.ReLU()), nn.Linear(3, 1)), "layer '1' of type Sequential"),
         (lambda: nn.Sequential(nn.Flatten(0), nn.Linear(2, 1)), r"only Flatten\(start_dim=1, end_dim=-1\)"),
     ],
@@ -102,10 +107,54 @@ def test_subclasses_and_nesting_are_refused(make, match):
         describe(make())
 
 
-def test_plain_subclass_and_leading_flatten_are_read():
-    spec = describe(nn.Sequential(nn.Flatten(), _PlainSubclass(2, 3), nn.ReLU(), nn.Linear(3, 1)))
+def test_leading_flatten_and_inplace_relu_are_read():
+    spec = describe(nn.Sequential(nn.Flatten(), nn.Linear(2, 3), nn.ReLU(inplace=True), nn.Linear(3, 1)))
     assert [d.relu for d in spec.layers] == [True, False]
     assert spec.param_names == ["1.weight", "1.bias", "3.weight", "3.bias"]
+
+
+def test_shared_storage_is_refused():
+    net = mlp([3, 3, 3, 1], seed=0)
+    net[2].weight = nn.Parameter(net[0].weight.data)  # another Parameter object over the same memory
+    with pytest.raises(TypeError, match="'0.weight' and '2.weight' share their memory"):
+        describe(net)
+
+
+def test_gradient_hook_on_a_parameter_is_refused():
+    net = mlp([2, 3, 1], seed=0)
+    net[0].weight.register_hook(lambda g: 10 * g)
+    with pytest.raises(TypeError, match="parameter 'weight' of module '0' has gradient hooks"):
+        describe(net)
+
+
+@pytest.mark.parametrize("how", ["buffer", "plain_tensor", "bias_shape"])
+def test_linear_parameters_must_be_its_own_parameters(how):
+    net = mlp([2, 3, 1], seed=0)
+    lin = net[0]
+    if how == "buffer":
+        w = lin.weight.detach().clone()
+        del lin.weight
+        lin.register_buffer("weight", w)
+    elif how == "plain_tensor":
+        w = lin.weight.detach().clone()
+        del lin.weight
+        lin.weight = w
+    else:
+        lin.bias = nn.Parameter(torch.zeros(1, dtype=F64))
+    with pytest.raises(TypeError, match="layer '0'"):
+        describe(net)
+
+
+def test_reduced_precision_float32_matmuls_are_refused():
+    X, y = _data()
+    prec = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        with pytest.raises(ValueError, match="IEEE float32 matmuls"):
+            certified_train(mlp([2, 3, 1], seed=0, dtype=torch.float32), X, y, LinfFeatures(0.01),
+                            TrainConfig(epochs=1, batch_size=20, dtype="float32"))
+    finally:
+        torch.set_float32_matmul_precision(prec)
 
 
 def _hooked(kind: str) -> nn.Module:
@@ -144,9 +193,17 @@ def test_weight_norm_is_refused_with_a_clear_message():
         certified_train(net, X, y, LinfFeatures(0.01), TrainConfig(epochs=1, batch_size=20))
 
 
-def test_forward_that_differs_from_the_description_is_refused_before_training():
-    net = _CallOverride(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)).double()
-    describe(net)  # structurally fine
+def test_forward_that_differs_from_the_description_is_refused_before_training(monkeypatch):
+    """The structural checks are backed by a numerical one: a model that passes them but
+    computes something else on the training inputs is refused before any step."""
+    import mibpcert.train as train_mod
+
+    net = mlp([2, 3, 1], seed=0)
+    def without_relu(m):
+        spec = describe(m)
+        return dataclasses.replace(spec, layers=(dataclasses.replace(spec.layers[0], relu=False), spec.layers[1]))
+
+    monkeypatch.setattr(train_mod, "describe", without_relu)
     X, y = _data()
     with pytest.raises(TypeError, match="does not compute the network mibpcert read"):
         certified_train(net, X, y, LinfFeatures(0.01), TrainConfig(epochs=1, batch_size=20))
@@ -158,3 +215,51 @@ def test_description_forward_equals_torch():
     spec = describe(net)
     with torch.no_grad():
         assert torch.equal(spec.forward(net.state_dict(), X), net(X))
+
+
+def _instance_forward(m):
+    import types
+
+    lin = m[2]
+    lin.forward = types.MethodType(lambda self, x: -nn.functional.linear(x, self.weight, self.bias), lin)
+    return m
+
+
+def _instance_deepcopy(m):
+    m.__deepcopy__ = lambda memo: mlp([2, 3, 1], seed=9)
+    return m
+
+
+def _state_dict_hook(m):
+    m[0]._register_state_dict_hook(lambda mod, sd, prefix, local: sd)
+    return m
+
+
+@pytest.mark.parametrize("tamper, match", [(_instance_forward, "module '2' .*overrides forward on the instance"),
+                                           (_instance_deepcopy, "the model .*overrides __deepcopy__"),
+                                           (_state_dict_hook, "module '0' .*state dict hooks")])
+def test_instance_overrides_and_state_dict_hooks_are_refused(tamper, match):
+    with pytest.raises(TypeError, match=match):
+        describe(tamper(mlp([2, 3, 1], seed=0)))
+
+
+def test_plain_attributes_are_fine():
+    net = mlp([2, 3, 1], seed=0)
+    net[0].note = "first layer"  # not callable, not shadowing anything: harmless
+    describe(net)
+
+
+def test_global_optimizer_hook_is_refused():
+    X, y = _data()
+    handle = torch_optimizer.register_optimizer_step_post_hook(lambda opt, args, kwargs: None)
+    try:
+        with pytest.raises(TypeError, match="global optimizer hooks"):
+            certified_train(mlp([2, 3, 1], seed=0), X, y, LinfFeatures(0.01), TrainConfig(epochs=1, batch_size=20))
+    finally:
+        handle.remove()
+
+
+def test_model_dtype_other_than_the_config_is_announced(caplog):
+    X, y = _data()
+    certified_train(mlp([2, 3, 1], seed=0, dtype=torch.float32), X, y, LinfFeatures(0.01), TrainConfig(epochs=1, batch_size=20))
+    assert "certifying SGD in torch.float64" in caplog.text

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
-from ..interval.step import ParamBox, StepBounds, aggregate, flat_grads, flatten, unflatten
+from ..interval.step import ParamBox, StepBounds, aggregate, flat_grads, flatten, keep_frozen, unflatten
 from ..interval.tensor import Interval, cast_down, cast_up
 from ..model import ModelSpec
 from ..solvers import LicenceLimit, SolveOptions, SolverUnavailable, Status, get_backend
@@ -73,7 +73,7 @@ class StepTightener:
         later step's program; when it is too small before any bound was solved, the
         :class:`LicenceLimit` is raised instead)."""
         t0 = time.perf_counter()
-        n_sides = 2 * int(sum(int(v.lo.numel()) for v in sb.params.values()))
+        progs = None
         try:
             progs = self._programs(box, sb, region, Xb, yb, lr, theta_nominal, threat)
             jobs = [(p.program, p.exprs, p.start) for p, _, _ in progs]
@@ -90,18 +90,18 @@ class StepTightener:
             if not self.solved_before:  # the first step already does not fit: say so before any work is spent
                 raise
             log.warning("MIBP step: %s; using the interval bound for this step", e)
-            return sb.params, _stats(0, {"licence": n_sides}, t0)
+            return sb.params, _stats(0, {"licence": self._sides(progs, sb, Xb.shape[0])}, t0)
         except SolverUnavailable:
             raise
         except Exception as e:  # a solver failure must never end the run: keep the interval box
             log.warning("MIBP step failed (%s: %s); using the interval bound for this step", type(e).__name__, e)
-            return sb.params, _stats(0, {"failed": n_sides}, t0)
+            return sb.params, _stats(0, {"failed": self._sides(progs, sb, Xb.shape[0])}, t0)
         solved = 0
         reasons: dict[str, int] = {}
         for res in results:
             for r in res:
                 for val, st in ((r.lower, r.lower_status), (r.upper, r.upper_status)):
-                    if st != Status.FAILED and np.isfinite(val):
+                    if np.isfinite(_usable(val, st)):
                         solved += 1
                     else:
                         why = "time_limit" if st == Status.TIME_LIMIT else "failed"
@@ -116,13 +116,18 @@ class StepTightener:
             solver_box = Interval(lo, hi, check=False)
         else:
             solver_box = self._combine(box, sb, region, progs, results, lr, Xb.shape[0])
-        if self.spec.frozen:  # frozen parameters are not objectives: they keep their value
-            keep = self.spec.frozen_mask(solver_box.device)
-            old = flatten(box, names)
-            solver_box = Interval(torch.where(keep, old.lo, solver_box.lo), torch.where(keep, old.hi, solver_box.hi), check=False)
-        new = unflatten(solver_box, self.spec)
+        new = unflatten(keep_frozen(self.spec, flatten(box, names), solver_box), self.spec)
         final = {n: sb.params[n].intersect(new[n]) for n in names}
         return final, _stats(solved, reasons, t0)
+
+    def _sides(self, progs, sb: StepBounds, B: int) -> int:
+        """Objective sides of a step that fell back as a whole: those of its programs, or, when
+        they could not be built, two per trainable entry and program the step would have had."""
+        if progs is not None:
+            return sum(2 * len(p.exprs) for p, _, _ in progs)
+        trainable = int((~self.spec.frozen_mask()).sum())
+        programs = 1 if self.cfg.mode == "joint" else B * (2 if sb.poisoned is not None else 1)
+        return 2 * trainable * programs
 
     @staticmethod
     def _apply(lo: torch.Tensor, hi: torch.Tensor, prog: StepProgram, res) -> None:
@@ -137,9 +142,8 @@ class StepTightener:
             new_lo[t] = np.maximum(new_lo[t], c[:, 0] - pad)
             new_hi[t] = np.minimum(new_hi[t], c[:, 1] + pad)
         if len(prog.targets):
-            usable = lambda v, st: v if st != Status.FAILED and np.isfinite(v) else np.nan  # noqa: E731
-            s_lo = np.array([usable(r.lower, r.lower_status) for r in res], dtype=np.float64)
-            s_hi = np.array([usable(r.upper, r.upper_status) for r in res], dtype=np.float64)
+            s_lo = np.array([_usable(r.lower, r.lower_status) for r in res], dtype=np.float64)
+            s_hi = np.array([_usable(r.upper, r.upper_status) for r in res], dtype=np.float64)
             t = prog.targets
             new_lo[t] = np.fmax(new_lo[t], s_lo)  # fmax/fmin ignore the NaN of an unusable side
             new_hi[t] = np.fmin(new_hi[t], s_hi)
@@ -175,3 +179,8 @@ class StepTightener:
 def _stats(solved: int, reasons: dict[str, int], t0: float) -> dict:
     return dict(solver_bounds=solved, fallback_bounds=sum(reasons.values()), fallback_reasons=reasons,
                 solver_seconds=time.perf_counter() - t0)
+
+
+def _usable(value: float, status: Status) -> float:
+    """A solver side's bound, or NaN when it cannot be used (failed, or no finite dual bound)."""
+    return value if status != Status.FAILED and np.isfinite(value) else np.nan

@@ -168,11 +168,17 @@ def interval_step(
     names = spec.param_names
     grad_sum = aggregate(flat_grads(base, names), flat_grads(pois, names) if pois else None, k)
     theta = flatten(params, names)
-    new = theta.scale(1.0 - lr * weight_decay) - grad_sum.scale(lr / B)
-    if spec.frozen:  # parameters with requires_grad=False are not updated (nor decayed)
-        keep = spec.frozen_mask(new.device)
-        new = Interval(torch.where(keep, theta.lo, new.lo), torch.where(keep, theta.hi, new.hi), check=False)
+    new = keep_frozen(spec, theta, theta.scale(1.0 - lr * weight_decay) - grad_sum.scale(lr / B))
     return StepBounds(unflatten(new, spec), grad_sum, base, pois)
+
+
+def keep_frozen(spec: ModelSpec, before: Interval, after: Interval) -> Interval:
+    """``after`` (flat) with the frozen parameters' entries taken from ``before``: parameters with
+    ``requires_grad=False`` are neither updated nor decayed by SGD, so their box does not change."""
+    if not spec.frozen:
+        return after
+    keep = spec.frozen_mask(after.device)
+    return Interval(torch.where(keep, before.lo, after.lo), torch.where(keep, before.hi, after.hi), check=False)
 
 
 def _cat_labels(a, b):

@@ -52,6 +52,23 @@ def _up(t: torch.Tensor) -> torch.Tensor:
     return torch.nextafter(t, _inf(t, False))
 
 
+def check_exact_float32_matmul(dtype: torch.dtype, device: torch.device) -> None:
+    """The rounding bounds assume IEEE arithmetic; refuse float32 when torch may run its matmuls
+    in reduced precision (TF32 on CUDA, or a float32 matmul precision below "highest")."""
+    if dtype != torch.float32:
+        return
+    reduced = torch.get_float32_matmul_precision() != "highest"
+    if torch.device(device).type == "cuda":
+        reduced = reduced or torch.backends.cuda.matmul.allow_tf32
+    if reduced:
+        raise ValueError(
+            "float32 bounds need IEEE float32 matmuls, but torch may use reduced precision (TF32 or "
+            f"set_float32_matmul_precision({torch.get_float32_matmul_precision()!r})): call "
+            "torch.set_float32_matmul_precision('highest') (and torch.backends.cuda.matmul.allow_tf32 = False) "
+            "or use dtype='float64'"
+        )
+
+
 def cast_down(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The largest values of ``dtype`` that are ``<= t`` (a lower bound converted soundly)."""
     c = t.to(dtype)
@@ -147,7 +164,7 @@ class Interval:
     def to(self, *args, **kwargs) -> "Interval":
         """Same arguments as ``torch.Tensor.to``; a change of dtype rounds both bounds outward
         (always, not only with outward rounding on), so the result contains ``self``."""
-        target = self.lo[:0].to(*args, **kwargs)
+        target = torch.empty(0, dtype=self.lo.dtype, device=self.lo.device).to(*args, **kwargs)
         lo, hi = self.lo.to(device=target.device), self.hi.to(device=target.device)
         return Interval(cast_down(lo, target.dtype), cast_up(hi, target.dtype), check=False)
 

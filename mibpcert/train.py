@@ -1,9 +1,10 @@
 """Certified training: the per-step loop that bounds every parameter SGD could reach.
 
-Each step runs, on the same batch, (1) the nominal SGD step on the clean data (plain torch), (2)
-the interval step over the threat's region, and, for ``method="mibp"``, (3) the step's
-mixed-integer bilinear program, whose box is intersected with the interval box. The nominal
-parameters must lie in every box (a violation is a bug and raises). Boxes are checkpointed after
+Each step runs, on the same batch, (1) the nominal SGD step on the clean data (plain torch) and
+(2) the step bounder of ``config.method`` (:mod:`mibpcert.bounders`: the interval step, or the
+interval step intersected with the solver bounds of the step's mixed-integer bilinear program)
+over the threat's region. The nominal parameters must lie in every box (a violation is a bug and
+raises). Boxes are checkpointed after
 every step so an interrupted run resumes where it stopped.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch.optim.optimizer as torch_optimizer
 from .config import TrainConfig
 from .data_checks import check_training_data
 from .interval.losses import per_sample_loss
-from .interval.step import ParamBox, interval_step
+from .bounders import Batch, StepContext, make_bounder
+from .interval.step import ParamBox
 from .interval.tensor import Interval, check_exact_float32_matmul, outward_rounding
 from .model import ModelSpec, describe
 from .threats import TaskInfo, Threat
@@ -188,12 +190,7 @@ def certified_train(
             "nominal model is returned frozen; call .requires_grad_(True) on it to train it further)"
         )
     opt = torch.optim.SGD(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.method == "mibp":
-        from .encode.tighten import StepTightener  # solver stack only when asked for
-
-        tightener = StepTightener(spec, cfg, info)
-    else:
-        tightener = None
+    bounder = make_bounder(spec, cfg, info)
     state = nominal.state_dict()
     box: ParamBox = {n: Interval.point(state[n].detach().clone()) for n in spec.param_names}
     steps_log: list[StepLog] = []
@@ -214,8 +211,7 @@ def certified_train(
             opt.load_state_dict(ck["optimizer"])
             lr = ck["lr"]
             steps_log = [StepLog(**d) for d in ck["log"]]
-            if tightener is not None:
-                tightener.solved_before = any(s.solver_bounds > 0 for s in steps_log)
+            bounder.restore(steps_log)
             best, val_scores = ck["best"], ck["val_scores"]
             epochs_done = ck["epochs_done"]
             log.info("resuming from step %d of checkpoint %s", start_step, ckpt_path)
@@ -242,22 +238,18 @@ def certified_train(
                         continue
                     t0 = time.perf_counter()
                     Xb, yb = X[idx], y[idx]
-                    theta_before = {k: v.detach().clone() for k, v in nominal.state_dict().items()} if tightener else None
+                    theta_before = {k: v.detach().clone() for k, v in nominal.state_dict().items()}
                     # nominal SGD step on the clean batch
                     opt.zero_grad()
                     per_sample_loss(cfg.loss, nominal(Xb), yb).mean().backward()
                     opt.step()
-                    # interval step over the threat region
+                    # the bounder's step over the threat region
                     region = threat.region(Xb, yb, info)
-                    sb = interval_step(spec, box, region, cfg.loss, lr, cfg.weight_decay, exact=cfg.exact_matmul)
-                    new_box = sb.params
+                    ctx = StepContext(spec, cfg, info, threat, lr, theta_before)
+                    new_box, stats = bounder.bound_step(box, Batch(Xb, yb), region, ctx)
+                    iv_width = stats.pop("interval_mean_width")
+                    entry = {**dict(solver_bounds=0, fallback_bounds=0, solver_seconds=0.0, fallback_reasons={}), **stats}
                     w = _widths(new_box)
-                    iv_width = float(w.mean())
-                    entry = dict(solver_bounds=0, fallback_bounds=0, solver_seconds=0.0, fallback_reasons={})
-                    if tightener is not None:
-                        new_box, stats = tightener.tighten(box, sb, region, Xb, yb, lr, theta_before, threat)
-                        entry.update(stats)
-                        w = _widths(new_box)
                     if not bool(torch.isfinite(w).all()):
                         prev = ", ".join(f"{s.step}:{s.max_width:.3g}" for s in steps_log[-5:])
                         raise BoundsDiverged(
@@ -300,8 +292,7 @@ def certified_train(
         diverged = str(e)
         log.warning("%s Keeping the box of epoch %d, the best finished epoch on the validation set.", e, best[1])
     finally:
-        if tightener is not None:
-            tightener.close()
+        bounder.close()
         if bar is not None:
             bar.close()
     _warn_fallbacks(steps_log)

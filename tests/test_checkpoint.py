@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+import mibpcert.bounders as bounders_mod
 import mibpcert.train as train_mod
 from mibpcert import TrainConfig, certified_train, mlp
 from mibpcert.threats import Both, LabelFlip, LinfFeatures
@@ -54,7 +55,7 @@ def run(ckpt=None, X=None, y=None, model_seed=1, th=None, **kw):
 def count_steps(monkeypatch, raise_at=None):
     """Wrap the interval step: count calls, optionally raise on call number ``raise_at``."""
     calls = {"n": 0}
-    real = train_mod.interval_step
+    real = bounders_mod.interval_step
 
     def wrapper(*a, **k):
         calls["n"] += 1
@@ -62,7 +63,7 @@ def count_steps(monkeypatch, raise_at=None):
             raise Interrupt(f"simulated crash at step {raise_at}")
         return real(*a, **k)
 
-    monkeypatch.setattr(train_mod, "interval_step", wrapper)
+    monkeypatch.setattr(bounders_mod, "interval_step", wrapper)
     return calls
 
 

@@ -621,12 +621,12 @@ def test_bad_parameters_raise(make, match):
     ],
 )
 def test_bad_parameters_fail_before_training(threat, loss, match, monkeypatch):
-    import mibpcert.train as train_mod
+    import mibpcert.bounders as bounders_mod
 
     def no_step(*a, **kw):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(train_mod, "interval_step", no_step)
+    monkeypatch.setattr(bounders_mod, "interval_step", no_step)
     X, y = make_data(loss if loss != "ce" else "ce", 3, seed=0)
     with pytest.raises(ValueError, match=match):
         certified_train(make_model(3, loss), X, y, threat, TrainConfig(epochs=1, lr=0.1, batch_size=3, loss=loss))

@@ -1,0 +1,107 @@
+"""Step bounders: one interface for every way of bounding an SGD step.
+
+A step bounder maps the state carried between steps (today the parameter box) and one batch
+with its threat region to the state after the step and a few statistics. The training loop only
+sees this interface, so checkpointing, epoch selection and certificates do not depend on which
+bounder ran. :class:`IntervalBounder` runs the interval step; :class:`MibpBounder` runs it too
+and intersects its box with the solver bounds of the step's mixed-integer bilinear program.
+Each is sound when the state it starts from contains every reachable parameter vector.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from .config import TrainConfig
+from .encode.tighten import StepTightener
+from .interval.step import ParamBox, StepBounds, interval_step
+from .model import ModelSpec
+from .threats import TaskInfo, Threat
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a bounder needs besides the state, the batch and its region: the run's model, recipe
+    and threat, this step's learning rate, and the nominal parameters before the step (a point
+    of the state, used as a warm start)."""
+
+    spec: ModelSpec
+    cfg: TrainConfig
+    info: TaskInfo
+    threat: Threat
+    lr: float
+    theta_nominal: dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Batch:
+    X: torch.Tensor
+    y: torch.Tensor
+
+
+class StepBounder(Protocol):
+    def bound_step(self, state: ParamBox, batch: Batch, region, ctx: StepContext) -> tuple[ParamBox, dict]:
+        """The state after one SGD step on ``batch`` for every data set in ``region``, and the
+        step's statistics (``interval_mean_width`` and, for solver bounders, the counts of
+        :class:`~mibpcert.train.StepLog`)."""
+        ...
+
+    def restore(self, log: list) -> None:
+        """Resume after the steps of ``log`` (:class:`~mibpcert.train.StepLog`) from a checkpoint."""
+        ...
+
+    def close(self) -> None:
+        """Release workers or solver processes."""
+        ...
+
+
+def _mean_width(box: ParamBox) -> float:
+    return float(torch.cat([(iv.hi - iv.lo).reshape(-1) for iv in box.values()]).mean())
+
+
+def _interval(state: ParamBox, region, ctx: StepContext) -> StepBounds:
+    cfg = ctx.cfg
+    return interval_step(ctx.spec, state, region, cfg.loss, ctx.lr, cfg.weight_decay, exact=cfg.exact_matmul)
+
+
+class IntervalBounder:
+    """Interval arithmetic with outward rounding through the forward pass, the loss gradient, the
+    backward pass and the update (:func:`mibpcert.interval.step.interval_step`)."""
+
+    def bound_step(self, state: ParamBox, batch: Batch, region, ctx: StepContext) -> tuple[ParamBox, dict]:
+        box = _interval(state, region, ctx).params
+        return box, {"interval_mean_width": _mean_width(box)}
+
+    def restore(self, log: list) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class MibpBounder:
+    """The interval step intersected with the solver bounds of the step's program (per sample or
+    joint, :class:`~mibpcert.encode.tighten.StepTightener`); a side the solver cannot bound keeps
+    the interval bound and is counted."""
+
+    def __init__(self, spec: ModelSpec, cfg: TrainConfig, info: TaskInfo) -> None:
+        self.tightener = StepTightener(spec, cfg, info)
+
+    def restore(self, log: list) -> None:
+        self.tightener.solved_before = any(s.solver_bounds > 0 for s in log)
+
+    def bound_step(self, state: ParamBox, batch: Batch, region, ctx: StepContext) -> tuple[ParamBox, dict]:
+        sb = _interval(state, region, ctx)
+        iv_width = _mean_width(sb.params)
+        box, stats = self.tightener.tighten(state, sb, region, batch.X, batch.y, ctx.lr, ctx.theta_nominal, ctx.threat)
+        return box, {"interval_mean_width": iv_width, **stats}
+
+    def close(self) -> None:
+        self.tightener.close()
+
+
+def make_bounder(spec: ModelSpec, cfg: TrainConfig, info: TaskInfo) -> IntervalBounder | MibpBounder:
+    """The bounder of ``cfg.method``."""
+    return MibpBounder(spec, cfg, info) if cfg.method == "mibp" else IntervalBounder()

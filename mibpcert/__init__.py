@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _EXPORTS = {
     "BoundsDiverged": "train",

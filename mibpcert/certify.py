@@ -21,10 +21,12 @@ from dataclasses import dataclass
 import torch
 
 from .data_checks import check_test_data
+from .encode.predict import mibp_margin_lower
 from .interval.losses import bounded_loss, label_mask
 from .interval.step import ParamBox, forward
 from .interval.tensor import Interval, cast_down, check_exact_float32_matmul, linear, outward_rounding
 from .model import ModelSpec
+from .solvers import SolveOptions
 
 
 def input_box(X: torch.Tensor, eps: float) -> Interval | torch.Tensor:
@@ -190,9 +192,6 @@ def certify(
 
 def _mibp_margin(result, box, X, y, eps, margin: Interval, backend, time_limit, workers) -> Interval:
     """Raise the margin's lower bound with the MIBP certificate where intervals are undecided."""
-    from .encode.predict import mibp_margin_lower
-    from .solvers import SolveOptions
-
     cfg = result.config
     todo = (margin.lo <= 0) & (margin.hi >= 0)
     cpu_box = {n: iv.to("cpu") for n, iv in box.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
-import re
+import os
 import sys
 import time
 from typing import Any
@@ -18,6 +18,17 @@ try:  # Python >= 3.11
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+from . import data as data_mod
+from . import threats
+from .backdoor import backdoor_certificate, triggers_in
+from .certify import certify
+from .config import TrainConfig
+from .model import mlp
+from .report import format_summary, plot_run, write_report
+from .threats import check_keys, check_threat_table
+from .train import certified_train
+from .version import __version__
 
 TABLES = ("data", "model", "threat", "train", "certify", "output")
 MODEL_KEYS = {"hidden": [20], "seed": 0}
@@ -32,76 +43,24 @@ class ConfigError(ValueError):
 # config validation (pure helpers, also used by the tests and docs)
 # ---------------------------------------------------------------------------------------------
 def _check_keys(table: str, d: dict, allowed, what: str = "") -> None:
-    for k in d:
-        if k not in allowed:
-            raise ConfigError(
-                f"unknown key {k!r} in [{table}]{what}; allowed keys: {', '.join(sorted(allowed))}"
-            )
+    try:
+        check_keys(table, d, allowed, what)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def data_keys(name: str) -> list[str]:
     """Keyword arguments accepted by the data set ``name`` (``[data]`` keys besides ``name``)."""
-    from . import data
-
-    if name not in data.DATASETS:
-        raise ConfigError(f"unknown data set {name!r}; valid names: {', '.join(sorted(data.DATASETS))}")
-    return list(inspect.signature(data.DATASETS[name]).parameters)
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-def threat_keys() -> dict[str, list[str] | None]:
-    """For every threat ``type`` of the registry, the keys its table accepts (``None`` if unknown).
-
-    The keys are read from the constructor of the threat class whose snake-case name is the type
-    (``linf_features`` -> ``LinfFeatures``)."""
-    from . import threats
-
-    classes = {
-        _snake(n): c for n, c in vars(threats).items()
-        if isinstance(c, type) and issubclass(c, threats.Threat) and c is not threats.Threat
-    }
-    out: dict[str, list[str] | None] = {}
-    for kind in getattr(threats, "_REGISTRY", {}):
-        cls = classes.get(kind)
-        if cls is None:
-            out[kind] = None
-        else:
-            out[kind] = ["type"] + [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    out["both"] = ["type", "paired", "parts"]
-    return out
-
-
-def _check_threat(d: Any, where: str = "threat") -> None:
-    if not isinstance(d, dict):
-        raise ConfigError(f"[{where}] must be a table")
-    if "type" not in d:
-        raise ConfigError(f"[{where}] needs a 'type' key")
-    keys = threat_keys()
-    kind = d["type"]
-    if kind not in keys:
-        raise ConfigError(f"unknown threat type {kind!r}; choose one of {', '.join(sorted(keys))}")
-    if keys[kind] is not None:
-        _check_keys(where, d, keys[kind], f" for threat type {kind!r}")
-    if kind == "both":
-        parts = d.get("parts")
-        if not isinstance(parts, list) or len(parts) != 2:
-            raise ConfigError("threat type 'both' needs 'parts' with exactly two threat tables ([[threat.parts]])")
-        for p in parts:
-            _check_threat(p, "threat.parts")
+    if name not in data_mod.DATASETS:
+        raise ConfigError(f"unknown data set {name!r}; valid names: {', '.join(sorted(data_mod.DATASETS))}")
+    return list(inspect.signature(data_mod.DATASETS[name]).parameters)
 
 
 def _certify_keys() -> list[str]:
-    from .certify import certify
-
     return [p for p in inspect.signature(certify).parameters if p not in ("result", "X_test", "y_test")]
 
 
 def _train_keys() -> list[str]:
-    from .config import TrainConfig
-
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
@@ -139,7 +98,10 @@ def validate_config(cfg: dict) -> dict:
     # [threat]
     if not out["threat"]:
         raise ConfigError("the config needs a [threat] table (e.g. type = \"linf_features\", eps = 0.01)")
-    _check_threat(out["threat"])
+    try:
+        check_threat_table(out["threat"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     # [train]
     _check_keys("train", out["train"], _train_keys())
     # [certify]
@@ -187,19 +149,6 @@ def output_width(loss: str, dataset) -> int:
 # ---------------------------------------------------------------------------------------------
 def run(cfg: dict, out_dir: str | None = None, quiet: bool = False) -> dict:
     """Run a validated config end to end; write report.json and plot.png; return the report."""
-    import os
-
-    import torch
-
-    from . import data as data_mod
-    from . import threats
-    from .backdoor import backdoor_certificate, triggers_in
-    from .certify import certify
-    from .config import TrainConfig
-    from .model import mlp
-    from .report import format_summary, plot_run, write_report
-    from .train import certified_train
-
     def say(msg: str) -> None:
         if not quiet:
             print(msg, file=sys.stderr, flush=True)
@@ -258,8 +207,6 @@ def _one_line(e: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mibpcert`` command; returns the exit status (0 ok, 1 the run failed,
     2 invalid command line or configuration). argparse itself exits with 2 on a bad command line."""
-    from . import __version__
-
     parser = argparse.ArgumentParser(prog="mibpcert", description="Certified training against data poisoning.")
     parser.add_argument("--version", action="version", version=f"mibpcert {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -19,11 +19,13 @@ import math
 import os
 from typing import Any
 
+import numpy as np
 import torch
 
 from .certify import CertReport, logit_bounds, margin_bounds
 from .interval.tensor import outward_rounding
 from .train import fallback_counts, fallback_note
+from .version import __version__
 
 __all__ = ["build_report", "format_summary", "json_safe", "plot_run", "run_summary", "write_report"]
 
@@ -188,8 +190,6 @@ def build_report(result, report: CertReport, config: dict | None = None, timings
     the threat) ``backdoor``: per trigger its summary (with the trigger's ``mask``,
     ``trigger_eps`` and ``target``) and ``per_point`` ``safe`` and ``eligible`` flags.
     """
-    from . import __version__
-
     cfg_echo = dict(config or {})
     cfg_echo["threat_describe"] = result.threat.describe()
     cfg_echo["train_config"] = result.config.to_dict()
@@ -257,8 +257,6 @@ def decision_band(result, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _plot_widths(ax, result) -> None:
-    import numpy as np
-
     steps = np.array([s.step for s in result.log])
     mean = np.array([s.mean_width for s in result.log], dtype=float)
     mx = np.array([s.max_width for s in result.log], dtype=float)
@@ -289,8 +287,6 @@ def plot_run(path: str, result, report: CertReport, data=None, resolution: int =
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    import numpy as np
-
     two_d = (
         data is not None
         and result.spec.in_features == 2

@@ -23,12 +23,17 @@ for regression.
 from __future__ import annotations
 
 import copy
+import inspect
 import numbers
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
+from .encode.expr import Vec
+from .encode.inputs import _clean_label, _labels_of, box_union_sample, clean_label_vec, gated_box, label_vec, one_hot_selector, pick_binaries, region_batch, region_sample, select
 from .interval.tensor import Interval, rounding_enabled
 
 @dataclass
@@ -111,14 +116,10 @@ class Threat:
         """Encode sample i of a batch in its poisoned (``picked``) or base region; returns the
         input and label encodings. The default reads the region (exact for box-and-label-set
         threats); structured threats override it."""
-        from .encode.inputs import region_sample
-
         return region_sample(enc, region, X, y, i, picked, task)
 
     def mip_batch(self, enc, region: Region, X, y, task: str):
         """Encode a whole batch with the budget: at most k samples leave their base region."""
-        from .encode.inputs import region_batch
-
         return region_batch(enc, region, X, y, task)
 
 
@@ -265,8 +266,6 @@ class FeatureValues(Threat):
     def _encode_x(self, enc, X, i, pick):
         """Sample i's input with the feature chosen among its candidates; ``pick`` is True/False
         or the index of the sample's pick binary (joint mode)."""
-        import numpy as np
-
         row = X[i].detach().to("cpu").double().numpy()
         x = enc.const(row)
         if pick is False:
@@ -284,17 +283,11 @@ class FeatureValues(Threat):
         return x
 
     def mip_sample(self, enc, region, X, y, i, picked, task):
-        from .encode.inputs import _clean_label, _labels_of, label_vec
-
         x = self._encode_x(enc, X, i, bool(picked) or self.k is None)
         labels = region.poisoned_labels if picked else region.labels
         return x, label_vec(enc, _labels_of(labels, i, task), _clean_label(y, i, task), task, name=f"y{i}")
 
     def mip_batch(self, enc, region, X, y, task):
-        import numpy as np
-
-        from .encode.inputs import _clean_label, _labels_of, label_vec
-
         B = X.shape[0]
         if self.k is None or self.k >= B:
             picks = [True] * B
@@ -420,14 +413,10 @@ class _FeatureThreat(Threat):
         return Region(box if self.k is None else Interval.point(X), labels, box, labels, self.k)
 
     def mip_sample(self, enc, region, X, y, i, picked, task):
-        from .encode.inputs import clean_label_vec
-
         x = self.encode_x(enc, X, i, bool(picked) or region.k is None)
         return x, clean_label_vec(enc, region, y, i, task)
 
     def mip_batch(self, enc, region, X, y, task):
-        from .encode.inputs import clean_label_vec, pick_binaries
-
         B = X.shape[0]
         picks = pick_binaries(enc, B, region.k)
         xs = [self.encode_x(enc, X, i, picks[i]) for i in range(B)]
@@ -489,8 +478,6 @@ class OneHotFeature(_FeatureThreat):
         return self._widen_columns(X, self.columns, 0.0, 1.0)
 
     def encode_x(self, enc, X, i, pick):
-        import numpy as np
-
         row = _row(X, i)
         x = enc.const(row)
         if pick is False:
@@ -548,8 +535,6 @@ class MissingValues(_FeatureThreat):
         return self._widen_columns(X, self.features, self.low, self.high)
 
     def encode_x(self, enc, X, i, pick):
-        from .encode.inputs import gated_box
-
         row = _row(X, i)
         x = enc.const(row)
         if pick is False:
@@ -596,10 +581,6 @@ class L0Features(_FeatureThreat):
         return Interval(X - self.eps, X + self.eps, check=False)
 
     def encode_x(self, enc, X, i, pick):
-        import numpy as np
-
-        from .encode.inputs import gated_box
-
         row = _row(X, i)
         d = row.shape[0]
         if pick is False or self.eps == 0:
@@ -640,8 +621,6 @@ class L1Features(_FeatureThreat):
         return Interval(X - self.eps1, X + self.eps1, check=False)
 
     def encode_x(self, enc, X, i, pick):
-        import numpy as np
-
         row = _row(X, i)
         d = row.shape[0]
         e = self.eps1
@@ -742,8 +721,6 @@ class SharedTrigger(Threat):
         return Region(Interval.point(X), labels, box, pois, self.k)
 
     def mip_sample(self, enc, region, X, y, i, picked, task):
-        from .encode.inputs import _clean_label, _labels_of, clean_label_vec, label_vec
-
         if not picked:
             return enc.const(_row(X, i)), clean_label_vec(enc, region, y, i, task)
         feats = region.poisoned_features
@@ -751,7 +728,6 @@ class SharedTrigger(Threat):
         B = X.shape[0]
         if self.target is not None and region.k is not None and region.k < B:
             # a picked sample of a budget below the batch carries the target label exactly
-            import numpy as np
 
             allowed = np.zeros(region.poisoned_labels.shape[1], dtype=bool)
             allowed[self.target] = True
@@ -759,11 +735,6 @@ class SharedTrigger(Threat):
         return x, label_vec(enc, _labels_of(region.poisoned_labels, i, task), _clean_label(y, i, task), task, name=f"y{i}")
 
     def mip_batch(self, enc, region, X, y, task):
-        import numpy as np
-
-        from .encode.expr import Vec
-        from .encode.inputs import clean_label_vec, pick_binaries
-
         B = X.shape[0]
         picks = pick_binaries(enc, B, region.k, force=True)
         F = self.features
@@ -890,8 +861,6 @@ class Union(Threat):
         return region.parts
 
     def mip_sample(self, enc, region, X, y, i, picked, task):
-        from .encode.inputs import box_union_sample, one_hot_selector, select
-
         parts = self._parts_of(region)
         sel = one_hot_selector(enc, len(parts), name=f"choose{i}")
         if all(_uses_region_encoding(t) for t, _ in parts):
@@ -902,8 +871,6 @@ class Union(Threat):
         return x, lab
 
     def mip_batch(self, enc, region, X, y, task):
-        from .encode.inputs import one_hot_selector, select
-
         parts = self._parts_of(region)
         sel = one_hot_selector(enc, len(parts), name="choose")
         encs = [t.mip_batch(enc, r, X, y, task) for t, r in parts]
@@ -995,13 +962,60 @@ def _union_parts(d: dict) -> list:
 
 
 def _nested(d, where: str) -> dict:
-    """A nested threat table, with its keys checked like the CLI checks the top-level one."""
+    """A nested threat table, with its keys checked like the top-level one."""
     if not isinstance(d, dict):
         raise ValueError(f"[{where}] must be a threat table")
-    from .cli import _check_threat
-
-    _check_threat(d, where)
+    check_threat_table(d, where)
     return d
+
+
+def check_keys(table: str, d: dict, allowed, what: str = "") -> None:
+    """Refuse a key of config table ``table`` that is not in ``allowed``."""
+    for k in d:
+        if k not in allowed:
+            raise ValueError(f"unknown key {k!r} in [{table}]{what}; allowed keys: {', '.join(sorted(allowed))}")
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def threat_keys() -> dict[str, list[str] | None]:
+    """For every threat ``type`` of the config registry, the keys its table accepts (``None`` if
+    unknown). The keys are read from the constructor of the threat class whose snake-case name is
+    the type (``linf_features`` -> ``LinfFeatures``)."""
+    classes = {_snake(c.__name__): c for c in _all_subclasses(Threat)}
+    out: dict[str, list[str] | None] = {}
+    for kind in _REGISTRY:
+        cls = classes.get(kind)
+        out[kind] = None if cls is None else ["type"] + [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    out["both"] = ["type", "paired", "parts"]
+    return out
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_all_subclasses(sub))]
+
+
+def check_threat_table(d: Any, where: str = "threat") -> None:
+    """Check the structure and keys of a threat config table (values are checked when the threat
+    is built, by its constructor)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"[{where}] must be a table")
+    if "type" not in d:
+        raise ValueError(f"[{where}] needs a 'type' key")
+    keys = threat_keys()
+    kind = d["type"]
+    if kind not in keys:
+        raise ValueError(f"unknown threat type {kind!r}; choose one of {', '.join(sorted(keys))}")
+    if keys[kind] is not None:
+        check_keys(where, d, keys[kind], f" for threat type {kind!r}")
+    if kind == "both":
+        parts = d.get("parts")
+        if not isinstance(parts, list) or len(parts) != 2:
+            raise ValueError("threat type 'both' needs 'parts' with exactly two threat tables ([[threat.parts]])")
+        for p in parts:
+            check_threat_table(p, "threat.parts")
 
 
 def from_config(d: dict) -> Threat:

@@ -24,6 +24,7 @@ from .config import TrainConfig
 from .data_checks import check_training_data
 from .interval.losses import per_sample_loss
 from .bounders import Batch, StepContext, make_bounder
+from .certify import certified_mask
 from .interval.step import ParamBox
 from .interval.tensor import Interval, check_exact_float32_matmul, outward_rounding
 from .model import ModelSpec, describe
@@ -274,8 +275,6 @@ def certified_train(
                 if epoch < epochs_done:
                     continue
                 if cfg.select_epoch:
-                    from .certify import certified_mask
-
                     score = float(certified_mask(spec, box, X_val, y_val, cfg.val_eps, cfg.loss, exact=cfg.exact_matmul).double().mean())
                     val_scores.append(score)
                     if best is None or score > best[0]:

@@ -43,7 +43,7 @@ def logit_bounds(spec: ModelSpec, box: ParamBox, X: torch.Tensor, eps: float = 0
 
 
 def margin_bounds(
-    spec: ModelSpec, box: ParamBox, X: torch.Tensor, y: torch.Tensor, eps: float, loss: str, exact: bool = False
+    spec: ModelSpec, box: ParamBox, X: torch.Tensor, y: torch.Tensor, eps: float, exact: bool = False
 ) -> Interval:
     """Bounds on the classification margin (N,): positive lower bound = certified correct,
     negative upper bound = provably wrong."""
@@ -76,9 +76,10 @@ def margin_bounds(
     return Interval(torch.where(finite, lo, nan), torch.where(finite, hi, nan), check=False)
 
 
-def certified_mask(spec, box, X, y, eps, loss, exact=False) -> torch.Tensor:
+def certified_mask(spec: ModelSpec, box: ParamBox, X: torch.Tensor, y: torch.Tensor, eps: float,
+                   exact: bool = False) -> torch.Tensor:
     """True where the prediction is provably correct (finite bounds and positive margin)."""
-    m = margin_bounds(spec, box, X, y, eps, loss, exact)
+    m = margin_bounds(spec, box, X, y, eps, exact)
     finite = torch.isfinite(m.lo) & torch.isfinite(m.hi)
     return finite & (m.lo > 0)
 
@@ -175,7 +176,7 @@ def certify(
         if task == "regression":
             empty = torch.zeros(X.shape[0], dtype=torch.bool, device=X.device)
             return CertReport(empty, empty, logits, None, empty, float(test_eps), loss_bounds, None, None, trigger_eps)
-        margin = margin_bounds(spec, box, X, y, test_eps, cfg.loss, exact=cfg.exact_matmul)
+        margin = margin_bounds(spec, box, X, y, test_eps, exact=cfg.exact_matmul)
         finite = torch.isfinite(margin.lo) & torch.isfinite(margin.hi)
         if method == "mibp" and bool(finite.all()):
             margin = _mibp_margin(result, box, X, y, test_eps, margin, backend, time_limit, workers)
@@ -183,7 +184,7 @@ def certify(
         wrong = finite & (margin.hi < 0)
         backdoor = None
         if trigger_eps is not None:
-            trig = certified_mask(spec, box, X, y, trigger_eps, cfg.loss, exact=cfg.exact_matmul)
+            trig = certified_mask(spec, box, X, y, trigger_eps, exact=cfg.exact_matmul)
             backdoor = 1.0 - float(trig.double().mean())
     nominal_correct = _nominal_predictions(result, X) == y
     acc = (float(certified.double().mean()), 1.0 - float(wrong.double().mean()))

@@ -251,7 +251,7 @@ def decision_band(result, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
             cls = (z[:, 0] > 0).long()
         else:
             cls = z.argmax(dim=1)
-            m = margin_bounds(spec, box, X, cls.to(X.dtype), 0.0, cfg.loss, exact=cfg.exact_matmul)
+            m = margin_bounds(spec, box, X, cls.to(X.dtype), 0.0, exact=cfg.exact_matmul)
             decided = torch.isfinite(m.lo) & torch.isfinite(m.hi) & (m.lo > 0)
     return (~decided).cpu(), cls.cpu(), z.detach().cpu()
 

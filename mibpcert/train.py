@@ -275,7 +275,7 @@ def certified_train(
                 if epoch < epochs_done:
                     continue
                 if cfg.select_epoch:
-                    score = float(certified_mask(spec, box, X_val, y_val, cfg.val_eps, cfg.loss, exact=cfg.exact_matmul).double().mean())
+                    score = float(certified_mask(spec, box, X_val, y_val, cfg.val_eps, exact=cfg.exact_matmul).double().mean())
                     val_scores.append(score)
                     if best is None or score > best[0]:
                         best = (score, epoch, {k: (v.lo.clone(), v.hi.clone()) for k, v in box.items()}, copy.deepcopy(nominal.state_dict()))

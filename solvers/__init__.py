@@ -28,10 +28,8 @@ __all__ = [
     "pad_outward",
     "get_backend",
     "available_backends",
-    "BACKEND_NAMES",
 ]
 
-BACKEND_NAMES = ("highs", "gurobi", "scip", "pyomo:<solver>")
 
 # Pyomo solvers probed by ``available_backends``.
 _PYOMO_PROBES = ("appsi_highs", "gurobi_direct", "scip")

@@ -46,10 +46,6 @@ class Vec:
     def take(self, sel) -> "Vec":
         return Vec(self.idx[sel], self.lo[sel], self.hi[sel], self.start[sel])
 
-    @staticmethod
-    def concat(parts: list["Vec"]) -> "Vec":
-        return Vec(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("idx", "lo", "hi", "start")))
-
 
 def _products(ul, uh, vl, vh):
     c = np.stack([ul * vl, ul * vh, uh * vl, uh * vh])

@@ -131,12 +131,10 @@ def flat_grads(trace: SampleTrace, names: list[str]) -> Interval:
 
 @dataclass
 class StepBounds:
-    """Result of one interval step: the new box, the bounds on the batch sum of gradients (flat,
-    in ``spec.param_names`` order), and the traces of the base and poisoned regions
+    """Result of one interval step: the new box and the traces of the base and poisoned regions
     (``poisoned`` is None when every sample uses one region)."""
 
     params: ParamBox
-    grad_sum: Interval
     base: SampleTrace
     poisoned: SampleTrace | None
 
@@ -169,7 +167,7 @@ def interval_step(
     grad_sum = aggregate(flat_grads(base, names), flat_grads(pois, names) if pois else None, k)
     theta = flatten(params, names)
     new = keep_frozen(spec, theta, theta.scale(1.0 - lr * weight_decay) - grad_sum.scale(lr / B))
-    return StepBounds(unflatten(new, spec), grad_sum, base, pois)
+    return StepBounds(unflatten(new, spec), base, pois)
 
 
 def keep_frozen(spec: ModelSpec, before: Interval, after: Interval) -> Interval:

@@ -149,9 +149,6 @@ class Interval:
     def is_finite(self) -> torch.Tensor:
         return torch.isfinite(self.lo) & torch.isfinite(self.hi)
 
-    def contains(self, x: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
-        return (x >= self.lo - tol) & (x <= self.hi + tol)
-
     def __getitem__(self, idx) -> "Interval":
         return Interval(self.lo[idx], self.hi[idx], check=False)
 
@@ -303,14 +300,4 @@ def monotone(fn, x: Interval, increasing: bool = True, ulps: int = 8) -> Interva
     if rounding_enabled():
         eps = torch.finfo(lo.dtype).eps
         lo, hi = _widen(lo, hi, ulps * eps * torch.maximum(lo.abs(), hi.abs()) + torch.finfo(lo.dtype).tiny)
-    return Interval(lo, hi, check=False)
-
-
-def pad_relative(x: Interval, ulps: int = 8) -> Interval:
-    """Widen by ``ulps`` relative units (for compound libm expressions evaluated at the bounds)."""
-    if not rounding_enabled():
-        return x
-    eps = torch.finfo(x.dtype).eps
-    err = ulps * eps * torch.maximum(x.lo.abs(), x.hi.abs()) + torch.finfo(x.dtype).tiny
-    lo, hi = _widen(x.lo, x.hi, err)
     return Interval(lo, hi, check=False)

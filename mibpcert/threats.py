@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .encode.expr import Vec
-from .encode.inputs import _clean_label, _labels_of, box_union_sample, clean_label_vec, gated_box, label_vec, one_hot_selector, pick_binaries, region_batch, region_sample, select
+from .ir.encoder import Vec
+from .ir.inputs import _clean_label, _labels_of, box_union_sample, clean_label_vec, gated_box, label_vec, one_hot_selector, pick_binaries, region_batch, region_sample, select
 from .interval.tensor import Interval, rounding_enabled
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mibpcert.encode.ir import LinearExpr, Program
+from mibpcert.ir.program import LinearExpr, Program
 
 
 class SolverUnavailable(RuntimeError):

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mibpcert.encode.ir import LinearExpr, Program
+from mibpcert.ir.program import LinearExpr, Program
 
 from .base import Backend, ObjectiveBound, SolveOptions, SolverUnavailable, Status, pad_outward
 from .mccormick import relax

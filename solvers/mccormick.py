@@ -1,4 +1,4 @@
-"""Linear relaxations of a :class:`~mibpcert.encode.ir.Program`.
+"""Linear relaxations of a :class:`~mibpcert.ir.program.Program`.
 
 ``relax_bilinear`` replaces every bilinear equality ``z = u * v`` by linear rows whose solution set
 contains every point of the original feasible set, so any bound of a linear objective over the
@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from mibpcert.encode.ir import Program
+from mibpcert.ir.program import Program
 
 _EPS = np.finfo(np.float64).eps
 

@@ -2,7 +2,7 @@
 
 Work is cut into chunks that do not depend on the number of workers, and every chunk is bounded by
 a fresh backend instance (its own solver model, built in the worker from the pickled
-:class:`~mibpcert.encode.ir.Program`). A chunk's result therefore does not depend on which process
+:class:`~mibpcert.ir.program.Program`). A chunk's result therefore does not depend on which process
 solves it, so the results (``seconds`` aside) are the same for every worker count, given a
 deterministic solver and no time limit being hit.
 
@@ -17,7 +17,7 @@ import multiprocessing as mp
 import os
 from typing import Sequence
 
-from mibpcert.encode.ir import LinearExpr, Program
+from mibpcert.ir.program import LinearExpr, Program
 
 from .base import ObjectiveBound, SolveOptions
 

@@ -16,7 +16,7 @@ import pytest
 import scipy.optimize as so
 import scipy.sparse as sp
 
-from mibpcert.encode.ir import LinearExpr, Program, ProgramBuilder
+from mibpcert.ir.program import LinearExpr, Program, ProgramBuilder
 from mibpcert.solvers import (
     ObjectiveBound,
     SolveOptions,

@@ -21,7 +21,7 @@ import torch
 
 from ..interval.losses import log_softmax_bounds
 from ..interval.tensor import Interval
-from .expr import Encoder, Vec, _down, _up
+from ..ir.encoder import Encoder, Vec, _down, _up
 
 SIGMOID_CURVATURE = 1.0 / (6.0 * math.sqrt(3.0)) * (1 + 1e-12)
 

@@ -18,8 +18,8 @@ from ..interval.tensor import Interval
 from ..model import ModelSpec
 from ..solvers import SolveOptions, Status
 from ..solvers.parallel import bound_many
-from .expr import Encoder
-from .ir import LinearExpr
+from ..ir.encoder import Encoder
+from ..ir.program import LinearExpr
 from .training_step import encode_forward, encode_theta
 
 

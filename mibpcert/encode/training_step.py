@@ -24,8 +24,8 @@ import numpy as np
 
 from ..interval.step import SampleTrace
 from ..model import ModelSpec
-from .expr import Encoder, Vec, objective
-from .ir import LinearExpr, Program
+from ..ir.encoder import Encoder, Vec, objective
+from ..ir.program import LinearExpr, Program
 from .loss_grad import encode_loss_grad
 
 

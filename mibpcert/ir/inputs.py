@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .expr import Encoder, Vec
+from .encoder import Encoder, Vec
 
 
 def _np(t):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ir import LinearExpr, Program, ProgramBuilder
+from .program import LinearExpr, Program, ProgramBuilder
 
 _EPS = np.finfo(np.float64).eps
 

@@ -59,9 +59,9 @@ import torch
 # still times it, and its SCIP bounds are not certificates
 os.environ.setdefault("MIBPCERT_ALLOW_UNVERIFIED_SCIP", "1")
 
-import importlib
 
-from mibpcert.certify import certify
+import mibpcert.certificates as mcertify
+from mibpcert.certificates import certify
 from mibpcert.config import TrainConfig
 from mibpcert.data import two_moons
 from mibpcert.data_checks import check_training_data
@@ -70,9 +70,6 @@ from mibpcert.interval.tensor import Interval
 from mibpcert.model import describe, mlp
 from mibpcert.threats import LinfFeatures
 from mibpcert.train import BoundsDiverged, certified_train
-
-# the module (``mibpcert.certify`` as an attribute of the package is the function)
-mcertify = importlib.import_module("mibpcert.certify")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGET_ACC, TARGET_EPS, TARGET_SEC = 0.85, 0.01, 10.0  # MIBP-Cert setting (issue)
@@ -122,7 +119,7 @@ def mean_std(v: list[float], spec=".3f") -> str:
 @contextlib.contextmanager
 def record_epoch_boxes(store: list):
     """``certified_train(select_epoch=True)`` scores every epoch's box with
-    ``mibpcert.certify.certified_mask`` (imported at that moment); wrapping it hands us each
+    ``mibpcert.certificates.certified_mask`` (imported at that moment); wrapping it hands us each
     epoch's box, so one run gives both the final and the validation-selected epoch."""
     orig = mcertify.certified_mask
 

@@ -32,8 +32,7 @@ import time
 
 import torch
 
-# explicit submodule imports: `mibpcert.certify` is both a submodule and a lazily exported function
-from mibpcert.certify import certify
+from mibpcert.certificates import certify
 from mibpcert.config import TrainConfig
 from mibpcert.data import two_moons
 from mibpcert.interval.losses import per_sample_loss

@@ -7,41 +7,36 @@ predictions over that parameter box and a test-time perturbation ball.
 from __future__ import annotations
 
 import importlib
-import os
 
 from .version import __version__
 
 _EXPORTS = {
     "BoundsDiverged": "train",
-    "CertReport": "certify",
+    "CertReport": "certificates",
     "SoundnessError": "train",
     "StepLog": "train",
     "TrainConfig": "config",
     "TrainResult": "train",
     "certified_train": "train",
-    "certify": "certify",
+    "certify": "certificates",
     "describe": "model",
     "mlp": "model",
 }
-__all__ = sorted([*_EXPORTS, "data", "threats"])
+__all__ = sorted([*_EXPORTS, "data", "threats", "__version__"])
 
 
 def __getattr__(name: str):
-    """Lazy access, used only in solver worker processes (see below)."""
+    """The public names, imported on first use: importing the package stays cheap (solver worker
+    processes import ``mibpcert.solvers`` without torch)."""
     if name in ("data", "threats"):
-        return importlib.import_module(f".{name}", __name__)
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'mibpcert' has no attribute {name!r}")
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module 'mibpcert' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
-# Solver worker processes (mibpcert.solvers.parallel) only need the IR and the backends; they run
-# with this variable set so that importing the package does not import torch (seconds per worker).
-# Everywhere else the public names are bound eagerly, which also keeps ``mibpcert.certify`` the
-# function (not the submodule of the same name).
-if not os.environ.get("MIBPCERT_SOLVER_WORKER"):
-    from . import data, threats
-    from .certify import CertReport, certify
-    from .config import TrainConfig
-    from .model import describe, mlp
-    from .train import BoundsDiverged, SoundnessError, StepLog, TrainResult, certified_train
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

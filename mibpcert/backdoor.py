@@ -11,7 +11,7 @@ can make the model predict the target class:
 * several logits: when some class ``j != target`` has ``z_j - z_target > 0`` everywhere
   (``argmax`` then never returns the target). The difference is bounded through the last layer,
   ``(W_j - W_t) a + (b_j - b_t)`` with the shared activation ``a`` (as in
-  :func:`mibpcert.certify.margin_bounds`).
+  :func:`mibpcert.certificates.margin_bounds`).
 
 Without a target (clean-label trigger) a point is safe when its prediction is provably correct on
 the trigger box. The attack success rate, measured on the eligible points (clean label different

@@ -22,7 +22,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from . import data as data_mod
 from . import threats
 from .backdoor import backdoor_certificate, triggers_in
-from .certify import certify
+from .certificates import certify
 from .config import TrainConfig
 from .model import mlp
 from .report import format_summary, plot_run, write_report

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .certify import CertReport, logit_bounds, margin_bounds
+from .certificates import CertReport, logit_bounds, margin_bounds
 from .interval.tensor import outward_rounding
 from .train import fallback_counts, fallback_note
 from .version import __version__

@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .data_checks import check_training_data
 from .interval.losses import per_sample_loss
 from .bounders import Batch, StepContext, make_bounder
-from .certify import certified_mask
+from .certificates import certified_mask
 from .interval.step import ParamBox
 from .interval.tensor import Interval, check_exact_float32_matmul, outward_rounding
 from .model import ModelSpec, describe

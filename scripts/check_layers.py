@@ -24,7 +24,7 @@ LAYERS = {
     "mibpcert.data_checks": 3, "mibpcert.encode.loss_grad": 3, "mibpcert.encode.training_step": 3,
     "mibpcert.solvers": 4,
     "mibpcert.encode.tighten": 5, "mibpcert.encode.predict": 5, "mibpcert.bounders": 5,
-    "mibpcert.train": 6, "mibpcert.certify": 6, "mibpcert.backdoor": 6,
+    "mibpcert.train": 6, "mibpcert.certificates": 6, "mibpcert.backdoor": 6,
     "mibpcert.report": 7,
     "mibpcert.cli": 8, "mibpcert.__init__": 8,
 }

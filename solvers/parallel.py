@@ -57,18 +57,9 @@ class SolverPool:
         self.workers = int(workers)
         self._executor = cf.ProcessPoolExecutor(max_workers=self.workers,
                                                 mp_context=mp.get_context(mp_context))
-        # start the workers now, with MIBPCERT_SOLVER_WORKER set, so that they import the solver
-        # stack without torch (the variable is restored in this process right after)
-        old = os.environ.get("MIBPCERT_SOLVER_WORKER")
-        os.environ["MIBPCERT_SOLVER_WORKER"] = "1"
-        try:
-            for f in [self._executor.submit(os.getpid) for _ in range(self.workers)]:
-                f.result()
-        finally:
-            if old is None:
-                os.environ.pop("MIBPCERT_SOLVER_WORKER", None)
-            else:
-                os.environ["MIBPCERT_SOLVER_WORKER"] = old
+        # start the workers now (importing the package is cheap: it does not import torch)
+        for f in [self._executor.submit(os.getpid) for _ in range(self.workers)]:
+            f.result()
 
     def map_chunks(self, backend_name: str, chunks: list[list[Job]], options: SolveOptions):
         futs = [self._executor.submit(_solve_jobs, backend_name, c, options) for c in chunks]

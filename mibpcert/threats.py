@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .ir.encoder import Vec
-from .ir.inputs import _clean_label, _labels_of, box_union_sample, clean_label_vec, gated_box, label_vec, one_hot_selector, pick_binaries, region_batch, region_sample, select
 from .interval.tensor import Interval, rounding_enabled
+from .ir.encoder import Vec
+from .ir.inputs import _clean_label, _labels_of, as_array, box_union_sample, clean_label_vec, gated_box, label_vec, one_hot_selector, pick_binaries, region_batch, region_sample, select
 
 @dataclass
 class Region:
@@ -390,7 +390,7 @@ def _check_index_list(cols, what: str) -> list[int]:
 
 
 def _row(X: torch.Tensor, i: int):
-    return X[i].detach().to("cpu").double().numpy()
+    return as_array(X[i])
 
 
 class _FeatureThreat(Threat):
@@ -724,7 +724,7 @@ class SharedTrigger(Threat):
         if not picked:
             return enc.const(_row(X, i)), clean_label_vec(enc, region, y, i, task)
         feats = region.poisoned_features
-        x = enc.var_or_const(_np(feats.lo[i]), _np(feats.hi[i]), _row(X, i), name=f"x{i}")
+        x = enc.var_or_const(as_array(feats.lo[i]), as_array(feats.hi[i]), _row(X, i), name=f"x{i}")
         B = X.shape[0]
         if self.target is not None and region.k is not None and region.k < B:
             # a picked sample of a budget below the batch carries the target label exactly
@@ -780,10 +780,6 @@ class SharedTrigger(Threat):
 
     def describe(self):
         return {"type": "shared_trigger", "mask": [int(m) for m in self.mask], "eps": self.eps, "k": self.k, "target": self.target}
-
-
-def _np(t):
-    return t.detach().to("cpu").double().numpy()
 
 
 # =============================================================================================

@@ -15,16 +15,13 @@ import torch
 
 from ..interval.step import ParamBox, forward
 from ..interval.tensor import Interval
+from ..ir.encoder import Encoder
+from ..ir.inputs import as_array
+from ..ir.program import LinearExpr
 from ..model import ModelSpec
 from ..solvers import SolveOptions, Status
 from ..solvers.parallel import bound_many
-from ..ir.encoder import Encoder
-from ..ir.program import LinearExpr
 from .training_step import encode_forward, encode_theta
-
-
-def _np(t):
-    return t.detach().to("cpu").double().numpy()
 
 
 def mibp_margin_lower(spec: ModelSpec, box: ParamBox, nominal: dict, X: torch.Tensor, y: torch.Tensor, eps: float,
@@ -33,10 +30,10 @@ def mibp_margin_lower(spec: ModelSpec, box: ParamBox, nominal: dict, X: torch.Te
     elsewhere and where the solver gave no bound)."""
     x_iv = Interval(X - eps, X + eps, check=False)
     pre, _ = forward(spec, box, x_iv)
-    pre_np = [(_np(p.lo), _np(p.hi)) for p in pre]
-    Xn, yn = _np(X), _np(y).reshape(-1)
+    pre_np = [(as_array(p.lo), as_array(p.hi)) for p in pre]
+    Xn, yn = as_array(X), as_array(y).reshape(-1)
     jobs, owners = [], []
-    for i in np.nonzero(_np(todo.double()) > 0)[0]:
+    for i in np.nonzero(as_array(todo.double()) > 0)[0]:
         enc = Encoder()
         theta = encode_theta(enc, spec, box, nominal)
         x = enc.var_or_const(Xn[i] - eps, Xn[i] + eps, Xn[i], name="x")

@@ -23,14 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..interval.step import SampleTrace
-from ..model import ModelSpec
 from ..ir.encoder import Encoder, Vec, objective
+from ..ir.inputs import as_array
 from ..ir.program import LinearExpr, Program
+from ..model import ModelSpec
 from .loss_grad import encode_loss_grad
-
-
-def _np(t):
-    return t.detach().to("cpu").double().numpy()
 
 
 @dataclass
@@ -43,7 +40,7 @@ class TraceBounds:
 
     @staticmethod
     def of(trace: SampleTrace) -> "TraceBounds":
-        iv = lambda v: (_np(v.lo), _np(v.hi))  # noqa: E731
+        iv = lambda v: (as_array(v.lo), as_array(v.hi))  # noqa: E731
         return TraceBounds([iv(p) for p in trace.pre], iv(trace.dlogits), [iv(d) for d in trace.deltas])
 
     def hull(self, other: "TraceBounds") -> "TraceBounds":
@@ -57,7 +54,7 @@ class TraceBounds:
 
 def encode_theta(enc: Encoder, spec: ModelSpec, box: dict, nominal: dict) -> dict[str, Vec]:
     """Parameters as variables in the box (constants where the box is a point)."""
-    return {n: enc.var_or_const(_np(box[n].lo), _np(box[n].hi), _np(nominal[n]), name=n) for n in spec.param_names}
+    return {n: enc.var_or_const(as_array(box[n].lo), as_array(box[n].hi), as_array(nominal[n]), name=n) for n in spec.param_names}
 
 
 def encode_forward(enc: Encoder, spec: ModelSpec, theta: dict[str, Vec], x: Vec,

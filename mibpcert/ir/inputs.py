@@ -15,7 +15,8 @@ import numpy as np
 from .encoder import Encoder, Vec
 
 
-def _np(t):
+def as_array(t) -> np.ndarray:
+    """A tensor's values as a float64 numpy array on the CPU (program data is float64)."""
     return t.detach().to("cpu").double().numpy()
 
 
@@ -45,19 +46,19 @@ def label_vec(enc: Encoder, allowed, clean_row, task: str, name: str = "label") 
 
 def _labels_of(region_labels, i, task):
     if task == "regression":
-        return (_np(region_labels.lo[i]), _np(region_labels.hi[i]))
-    return _np(region_labels[i]).astype(bool)
+        return (as_array(region_labels.lo[i]), as_array(region_labels.hi[i]))
+    return as_array(region_labels[i]).astype(bool)
 
 
 def _clean_label(y, i, task):
-    return _np(y[i]).reshape(-1) if task == "regression" else int(y[i])
+    return as_array(y[i]).reshape(-1) if task == "regression" else int(y[i])
 
 
 def region_sample(enc: Encoder, region, X, y, i: int, picked: bool, task: str) -> tuple[Vec, Vec]:
     """Sample i of the batch in its poisoned region (``picked``) or its base region."""
     feats = region.poisoned_features if picked else region.features
     labels = region.poisoned_labels if picked else region.labels
-    x = enc.var_or_const(_np(feats.lo[i]), _np(feats.hi[i]), _np(X[i]), name=f"x{i}")
+    x = enc.var_or_const(as_array(feats.lo[i]), as_array(feats.hi[i]), as_array(X[i]), name=f"x{i}")
     lab = label_vec(enc, _labels_of(labels, i, task), _clean_label(y, i, task), task, name=f"y{i}")
     return x, lab
 
@@ -74,9 +75,9 @@ def region_batch(enc: Encoder, region, X, y, task: str) -> tuple[list[Vec], list
     xs, labs = [], []
     for i in range(B):
         p = picks.idx[i]
-        blo, bhi = _np(region.features.lo[i]), _np(region.features.hi[i])
-        plo, phi = _np(region.poisoned_features.lo[i]), _np(region.poisoned_features.hi[i])
-        x = enc.var_or_const(plo, phi, _np(X[i]), name=f"x{i}")
+        blo, bhi = as_array(region.features.lo[i]), as_array(region.features.hi[i])
+        plo, phi = as_array(region.poisoned_features.lo[i]), as_array(region.poisoned_features.hi[i])
+        x = enc.var_or_const(plo, phi, as_array(X[i]), name=f"x{i}")
         _gate_box(enc, x, blo, bhi, plo, phi, p)
         task_lab = _labels_of(region.poisoned_labels, i, task)
         lab = label_vec(enc, task_lab, _clean_label(y, i, task), task, name=f"y{i}")
@@ -210,9 +211,9 @@ def box_union_sample(enc: Encoder, regions: list, X, y, i: int, picked: bool, ta
     T = len(regions)
     feats = [r.poisoned_features if picked else r.features for r in regions]
     labs = [r.poisoned_labels if picked else r.labels for r in regions]
-    los = np.stack([_np(f.lo[i]) for f in feats])
-    his = np.stack([_np(f.hi[i]) for f in feats])
-    x = enc.var_or_const(los.min(0), his.max(0), _np(X[i]), name=f"x{i}")
+    los = np.stack([as_array(f.lo[i]) for f in feats])
+    his = np.stack([as_array(f.hi[i]) for f in feats])
+    x = enc.var_or_const(los.min(0), his.max(0), as_array(X[i]), name=f"x{i}")
     _gate_bounds(enc, x, los, his, sel)
     if task == "regression":
         tl = np.stack([_labels_of(lab, i, task)[0] for lab in labs])

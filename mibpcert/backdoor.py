@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .certificates import logit_differences, nominal_predictions
 from .data_checks import check_test_data
 from .interval.step import forward
 from .interval.tensor import Interval, outward_rounding
@@ -85,20 +86,12 @@ def _target_excluded(spec, box, x: Interval, logits: Interval, post, target: int
         z = logits[:, 0]
         ok = (z.hi <= 0) if target == 1 else (z.lo > 0)
         return ok & z.is_finite()
-    last = spec.layers[-1]
-    a = post[-2] if len(spec.layers) > 1 else x
-    W = box[last.weight]  # (C, in)
-    Wt = W[target]
-    dW = Interval(W.lo - Wt.hi.unsqueeze(0), W.hi - Wt.lo.unsqueeze(0), check=False)  # z_j - z_t weights (C, in)
-    m = (dW.unsqueeze(0) * a.unsqueeze(1)).sum(dim=2)  # (N, C)
-    if last.bias:
-        b = box[last.bias]
-        m = m + Interval(b.lo - b.hi[target], b.hi - b.lo[target], check=False).unsqueeze(0)
-    C = spec.out_features
-    others = torch.ones(C, dtype=torch.bool, device=m.lo.device)
+    ref = torch.full((logits.shape[0],), target, dtype=torch.long, device=logits.device)
+    m = logit_differences(spec, box, x, post, ref)  # z_t - z_j: some j with z_j - z_t > 0 everywhere
+    others = torch.ones(spec.out_features, dtype=torch.bool, device=m.lo.device)
     others[target] = False
     finite = m.is_finite().all(dim=1) & logits.is_finite().all(dim=1)
-    return finite & (m.lo[:, others] > 0).any(dim=1)
+    return finite & (m.hi[:, others] < 0).any(dim=1)
 
 
 def backdoor_certificate(result, X_test: torch.Tensor, y_test: torch.Tensor, trigger: SharedTrigger,
@@ -127,9 +120,7 @@ def backdoor_certificate(result, X_test: torch.Tensor, y_test: torch.Tensor, tri
         else:  # no target: the prediction must stay correct on the trigger box
             safe = _correct_on_box(spec, box, xb, logits, post, y)
             eligible = torch.ones_like(safe)
-    with torch.no_grad():
-        z = result.nominal(X)
-    pred = (z[:, 0] > 0).long() if z.shape[1] == 1 else z.argmax(dim=1)
+    pred = nominal_predictions(result, X)
     n = int(eligible.sum())
     if target is not None:
         nominal = float(((pred == target) & eligible).sum()) / n if n else 0.0
@@ -145,19 +136,9 @@ def _correct_on_box(spec, box, x: Interval, logits: Interval, post, y: torch.Ten
         z = logits[:, 0]
         ok = torch.where(y > 0.5, z.lo > 0, z.hi <= 0)
         return ok & z.is_finite()
-    C = spec.out_features
     # the label is predicted when z_y - z_j > 0 for every j != y
-    last = spec.layers[-1]
-    a = post[-2] if len(spec.layers) > 1 else x
-    W = box[last.weight]
     yi = y.long()
-    Wy = W[yi]  # (N, in)
-    dW = Interval(Wy.lo.unsqueeze(1) - W.hi.unsqueeze(0), Wy.hi.unsqueeze(1) - W.lo.unsqueeze(0), check=False)
-    m = (dW * a.unsqueeze(1)).sum(dim=2)  # (N, C): z_y - z_j
-    if last.bias:
-        b = box[last.bias]
-        by = b[yi]
-        m = m + Interval(by.lo.unsqueeze(1) - b.hi.unsqueeze(0), by.hi.unsqueeze(1) - b.lo.unsqueeze(0), check=False)
-    self_mask = torch.nn.functional.one_hot(yi, C).bool()
+    m = logit_differences(spec, box, x, post, yi)
+    self_mask = torch.nn.functional.one_hot(yi, spec.out_features).bool()
     out = torch.where(self_mask, True, m.lo > 0).all(dim=1)
     return out & m.is_finite().all(dim=1) & logits.is_finite().all(dim=1)

@@ -16,7 +16,7 @@ import torch
 
 from .config import TrainConfig
 from .encode.tighten import StepTightener
-from .interval.step import ParamBox, StepBounds, interval_step
+from .interval.step import ParamBox, StepBounds, box_widths, interval_step
 from .model import ModelSpec
 from .threats import TaskInfo, Threat
 
@@ -25,7 +25,7 @@ from .threats import TaskInfo, Threat
 class StepContext:
     """What a bounder needs besides the state, the batch and its region: the run's model, recipe
     and threat, this step's learning rate, and the nominal parameters before the step (a point
-    of the state, used as a warm start)."""
+    of the state, used as a warm start; empty for bounders that do not ask for it)."""
 
     spec: ModelSpec
     cfg: TrainConfig
@@ -42,10 +42,12 @@ class Batch:
 
 
 class StepBounder(Protocol):
+    needs_nominal: bool  # whether StepContext.theta_nominal is used (copying it costs every step)
+
     def bound_step(self, state: ParamBox, batch: Batch, region, ctx: StepContext) -> tuple[ParamBox, dict]:
         """The state after one SGD step on ``batch`` for every data set in ``region``, and the
-        step's statistics (``interval_mean_width`` and, for solver bounders, the counts of
-        :class:`~mibpcert.train.StepLog`)."""
+        step's statistics: fields of :class:`~mibpcert.train.StepLog` (for bounders that tighten
+        the interval step, its ``interval_mean_width`` and the solver counts)."""
         ...
 
     def restore(self, log: list) -> None:
@@ -57,10 +59,6 @@ class StepBounder(Protocol):
         ...
 
 
-def _mean_width(box: ParamBox) -> float:
-    return float(torch.cat([(iv.hi - iv.lo).reshape(-1) for iv in box.values()]).mean())
-
-
 def _interval(state: ParamBox, region, ctx: StepContext) -> StepBounds:
     cfg = ctx.cfg
     return interval_step(ctx.spec, state, region, cfg.loss, ctx.lr, cfg.weight_decay, exact=cfg.exact_matmul)
@@ -70,9 +68,10 @@ class IntervalBounder:
     """Interval arithmetic with outward rounding through the forward pass, the loss gradient, the
     backward pass and the update (:func:`mibpcert.interval.step.interval_step`)."""
 
+    needs_nominal = False
+
     def bound_step(self, state: ParamBox, batch: Batch, region, ctx: StepContext) -> tuple[ParamBox, dict]:
-        box = _interval(state, region, ctx).params
-        return box, {"interval_mean_width": _mean_width(box)}
+        return _interval(state, region, ctx).params, {}
 
     def restore(self, log: list) -> None:
         pass
@@ -86,6 +85,8 @@ class MibpBounder:
     joint, :class:`~mibpcert.encode.tighten.StepTightener`); a side the solver cannot bound keeps
     the interval bound and is counted."""
 
+    needs_nominal = True
+
     def __init__(self, spec: ModelSpec, cfg: TrainConfig, info: TaskInfo) -> None:
         self.tightener = StepTightener(spec, cfg, info)
 
@@ -94,7 +95,7 @@ class MibpBounder:
 
     def bound_step(self, state: ParamBox, batch: Batch, region, ctx: StepContext) -> tuple[ParamBox, dict]:
         sb = _interval(state, region, ctx)
-        iv_width = _mean_width(sb.params)
+        iv_width = float(box_widths(sb.params).mean())
         box, stats = self.tightener.tighten(state, sb, region, batch.X, batch.y, ctx.lr, ctx.theta_nominal, ctx.threat)
         return box, {"interval_mean_width": iv_width, **stats}
 

@@ -24,7 +24,7 @@ from .data_checks import check_test_data
 from .encode.predict import mibp_margin_lower
 from .interval.losses import bounded_loss, label_mask
 from .interval.step import ParamBox, forward
-from .interval.tensor import Interval, cast_down, check_exact_float32_matmul, linear, outward_rounding
+from .interval.tensor import Interval, cast_down, check_exact_float32_matmul, outward_rounding
 from .model import ModelSpec
 from .solvers import SolveOptions
 

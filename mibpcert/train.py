@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.optim.optimizer as torch_optimizer
 
+from .bounders import Batch, StepContext, make_bounder
+from .certificates import certified_mask
 from .config import TrainConfig
 from .data_checks import check_training_data
 from .interval.losses import per_sample_loss
-from .bounders import Batch, StepContext, make_bounder
-from .certificates import certified_mask
-from .interval.step import ParamBox
+from .interval.step import ParamBox, box_widths
 from .interval.tensor import Interval, check_exact_float32_matmul, outward_rounding
 from .model import ModelSpec, describe
 from .threats import TaskInfo, Threat
@@ -84,10 +84,6 @@ class TrainResult:
 
     def widths(self) -> dict[str, torch.Tensor]:
         return {n: hi - lo for n, (lo, hi) in self.param_bounds.items()}
-
-
-def _widths(box: ParamBox) -> torch.Tensor:
-    return torch.cat([(iv.hi - iv.lo).reshape(-1) for iv in box.values()])
 
 
 def _batches(n: int, cfg: TrainConfig, epoch: int, device) -> list[torch.Tensor]:
@@ -239,7 +235,8 @@ def certified_train(
                         continue
                     t0 = time.perf_counter()
                     Xb, yb = X[idx], y[idx]
-                    theta_before = {k: v.detach().clone() for k, v in nominal.state_dict().items()}
+                    theta_before = ({k: v.detach().clone() for k, v in nominal.state_dict().items()}
+                                    if bounder.needs_nominal else {})
                     # nominal SGD step on the clean batch
                     opt.zero_grad()
                     per_sample_loss(cfg.loss, nominal(Xb), yb).mean().backward()
@@ -248,9 +245,7 @@ def certified_train(
                     region = threat.region(Xb, yb, info)
                     ctx = StepContext(spec, cfg, info, threat, lr, theta_before)
                     new_box, stats = bounder.bound_step(box, Batch(Xb, yb), region, ctx)
-                    iv_width = stats.pop("interval_mean_width")
-                    entry = {**dict(solver_bounds=0, fallback_bounds=0, solver_seconds=0.0, fallback_reasons={}), **stats}
-                    w = _widths(new_box)
+                    w = box_widths(new_box)
                     if not bool(torch.isfinite(w).all()):
                         prev = ", ".join(f"{s.step}:{s.max_width:.3g}" for s in steps_log[-5:])
                         raise BoundsDiverged(
@@ -260,11 +255,12 @@ def certified_train(
                     _check_inside(new_box, nominal, step, tol)
                     box = new_box
                     mean_w = float(w.mean())
+                    iv_width = stats.pop("interval_mean_width", mean_w)  # bounders that tighten report it
                     steps_log.append(
                         StepLog(
                             step=step, epoch=epoch, lr=lr, mean_width=mean_w, max_width=float(w.max()),
                             seconds=time.perf_counter() - t0, interval_mean_width=iv_width,
-                            width_ratio=mean_w / iv_width if iv_width > 0 else 1.0, **entry,
+                            width_ratio=mean_w / iv_width if iv_width > 0 else 1.0, **stats,
                         )
                     )
                     if bar is not None:

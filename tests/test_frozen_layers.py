@@ -44,6 +44,14 @@ def test_frozen_layers_are_not_trained_and_the_box_is_sound(method, kw):
     for what, net in attack_nets(model, X, y, bud, "hinge", epochs=EPOCHS, lr=LR, batch_size=BATCH,
                                  n_simple=2, n_guided=2, weight_decay=WD):
         assert_in_box(res, net, f"{method} {kw}: {what}")
+    # one poisoned data set, drawn once and used in every epoch: random points and box corners
+    g = torch.Generator().manual_seed(11)
+    for k in range(4):
+        delta = (2 * torch.rand(X.shape, generator=g, dtype=X.dtype) - 1) * EPS
+        if k % 2:
+            delta = torch.sign(delta) * EPS
+        net = sgd_train(model, X + delta, y, "hinge", epochs=EPOCHS, lr=LR, batch_size=BATCH, weight_decay=WD)
+        assert_in_box(res, net, f"{method} {kw}: fixed poisoned set {k}")
 
 
 def test_frozen_parameters_are_not_solver_objectives():

@@ -109,6 +109,11 @@ def flatten(box: ParamBox, names: list[str]) -> Interval:
     return Interval(torch.cat([box[n].lo.reshape(-1) for n in names]), torch.cat([box[n].hi.reshape(-1) for n in names]), check=False)
 
 
+def box_widths(box: ParamBox) -> torch.Tensor:
+    """Every parameter's width ``hi - lo`` as one flat vector."""
+    return torch.cat([(iv.hi - iv.lo).reshape(-1) for iv in box.values()])
+
+
 def unflatten(flat: Interval, spec: ModelSpec) -> ParamBox:
     """Inverse of :func:`flatten` for ``spec.param_names``."""
     out, o = {}, 0

@@ -250,9 +250,9 @@ def build_programs(st, mode):
     cfg = TrainConfig(method="mibp", mode=mode, loss=st["loss"], lr=st["lr"])
     t = StepTightener(st["spec"], cfg, st["info"])
     t0 = time.perf_counter()
-    # the tightener's own program list (private helper, used so the probe bounds exactly the
+    # the tightener's own program list, so that the probe bounds exactly the
     # programs a training step would)
-    progs = t._programs(st["box"], st["sb"], st["region"], st["Xb"], st["yb"], st["lr"], st["nominal"], st["threat"])
+    progs = t.programs(st["box"], st["sb"], st["region"], st["Xb"], st["yb"], st["lr"], st["nominal"], st["threat"])
     t.close()
     return progs, time.perf_counter() - t0
 
@@ -389,7 +389,7 @@ def highs_time_limit_check(st) -> dict:
 # cProfile of one MIBP step
 # ------------------------------------------------------------------------------------------------
 PROFILE_GROUPS = [
-    ("build programs (encode)", "_programs"),
+    ("build programs (encode)", "programs"),
     ("McCormick relaxation", "relax"),
     ("HiGHS model load", "_load"),
     ("HiGHS solve (run)", "run"),
@@ -415,8 +415,8 @@ def profile_step(st, mode: str, relax: str) -> dict:
     cum: dict[str, float] = {}
     for (fname, _line, func), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():
         key = None
-        if func == "_programs" and "tighten" in fname:
-            key = "_programs"
+        if func == "programs" and "tighten" in fname:
+            key = "programs"
         elif func == "relax" and "mccormick" in fname:
             key = "relax"
         elif func == "_load" and "highs" in fname:
@@ -871,7 +871,7 @@ def write_md(args, cmd, probe_rows, tl_check, profiles, cmp_runs, sweep, mb_runs
     for p in profiles:
         c = p["cum"]
         tot = c.get("tighten", p["wall"])
-        other = tot - c.get("_programs", 0) - c.get("bound", 0)
+        other = tot - c.get("programs", 0) - c.get("bound", 0)
         cells = []
         for _g, key in PROFILE_GROUPS:
             v = c.get(key)
@@ -942,7 +942,7 @@ def target_lines(args, cmp_runs, sweep, mb_runs, mb_mibp_steps, profiles) -> str
         c = p["joint"]["cum"]
         tot = c.get("tighten", p["joint"]["wall"])
         out.append(f"* Time of one joint HiGHS-LP step (profile): {100 * c.get('run', 0) / tot:.0f}% inside HiGHS "
-                   f"`run`, {100 * c.get('_programs', 0) / tot:.0f}% building the program, "
+                   f"`run`, {100 * c.get('programs', 0) / tot:.0f}% building the program, "
                    f"{100 * (c.get('relax', 0) + c.get('_load', 0)) / tot:.0f}% relaxing and loading it, "
                    f"{100 * c.get('safe_lp_bound', 0) / tot:.0f}% in the safe dual bound; see the profile section.")
     return "\n".join(out)
@@ -1087,7 +1087,7 @@ def analysis(args, probe_rows, tl_check, profiles, cmp_runs, sweep, mb_runs) -> 
         tot = c.get("tighten", pj["wall"])
         L.append(
             f"7. **Where the time goes** (profile of one joint step, {pj['wall']:.1f} s): {100 * c.get('run', 0) / tot:.0f}% inside "
-            f"HiGHS's simplex (`run`, one call per objective side), {100 * c.get('_programs', 0) / tot:.0f}% building the program, "
+            f"HiGHS's simplex (`run`, one call per objective side), {100 * c.get('programs', 0) / tot:.0f}% building the program, "
             f"{100 * (c.get('relax', 0) + c.get('_load', 0)) / tot:.0f}% relaxing and loading it, "
             f"{100 * c.get('safe_lp_bound', 0) / tot:.0f}% in the rigorous dual bound. A joint step costs one LP re-solve per "
             "parameter and sense on a program with ~70 variables per sample (h 10), so it grows with hidden width × batch "
@@ -1104,7 +1104,7 @@ def analysis(args, probe_rows, tl_check, profiles, cmp_runs, sweep, mb_runs) -> 
         tot = c.get("tighten", pps["wall"])
         L.append(
             f"   Per-sample step ({pps['wall']:.1f} s): {100 * c.get('run', 0) / tot:.0f}% in HiGHS `run`, "
-            f"{100 * c.get('_programs', 0) / tot:.0f}% building 100 programs, {100 * c.get('relax', 0) / tot:.0f}% relaxing, "
+            f"{100 * c.get('programs', 0) / tot:.0f}% building 100 programs, {100 * c.get('relax', 0) / tot:.0f}% relaxing, "
             f"{100 * c.get('_load', 0) / tot:.0f}% loading, {100 * c.get('safe_lp_bound', 0) / tot:.0f}% dual bounds: "
             "Python overhead per small program is a large share, so batching many samples into one HiGHS model (block-"
             "diagonal) or vectorising the encoder would pay off — but per-sample mode does not tighten here anyway.")

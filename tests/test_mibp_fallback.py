@@ -159,14 +159,14 @@ def test_backend_exception_falls_back_to_interval(monkeypatch, mode):
 
     monkeypatch.setattr(highs_mod.HighsBackend, "bound", boom)
     built = []  # objectives of every step's programs: a failed step counts all their sides
-    orig = tighten_mod.StepTightener._programs
+    orig = tighten_mod.StepTightener.programs
 
     def programs(self, *a, **k):
         progs = orig(self, *a, **k)
         built.append(sum(len(p.exprs) for p, _, _ in progs))
         return progs
 
-    monkeypatch.setattr(tighten_mod.StepTightener, "_programs", programs)
+    monkeypatch.setattr(tighten_mod.StepTightener, "programs", programs)
     res = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, mode=mode))
     ref = run_interval(model, X, y, threat_f(), loss)
     assert_same_box(res, ref, "backend raising")

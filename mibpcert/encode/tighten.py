@@ -43,8 +43,9 @@ class StepTightener:
             self.pool.close()
             self.pool = None
 
-    def _programs(self, box, sb: StepBounds, region, Xb, yb, lr, theta_nominal, threat) -> list[tuple[StepProgram, int, int]]:
-        """(program, region slot, sample) triples; slot 0 = base trace, 1 = poisoned trace."""
+    def programs(self, box, sb: StepBounds, region, Xb, yb, lr, theta_nominal, threat) -> list[tuple[StepProgram, int, int]]:
+        """The step's programs as (program, region slot, sample) triples; slot 0 = base trace, 1 =
+        poisoned trace. Public so that benchmarks bound exactly the programs a training step would."""
         cfg, task = self.cfg, self.info.task
         B = Xb.shape[0]
         if cfg.mode == "joint":
@@ -75,7 +76,7 @@ class StepTightener:
         t0 = time.perf_counter()
         progs = None
         try:
-            progs = self._programs(box, sb, region, Xb, yb, lr, theta_nominal, threat)
+            progs = self.programs(box, sb, region, Xb, yb, lr, theta_nominal, threat)
             jobs = [(p.program, p.exprs, p.start) for p, _, _ in progs]
             per_chunk = None
             if self.cfg.mode == "joint" and self.pool is not None:

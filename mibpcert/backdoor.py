@@ -111,7 +111,7 @@ def backdoor_certificate(result, X_test: torch.Tensor, y_test: torch.Tensor, tri
         raise ValueError(f"backdoor_certificate: target must be a class index in [0, {num_classes - 1}], got {target!r}")
     box = result.box()
     with outward_rounding(cfg.outward_rounding):
-        xb = trigger.trigger_box(X)
+        xb = trigger.poisoned_box(X)
         pre, post = forward(spec, box, xb, exact=cfg.exact_matmul)
         logits = pre[-1]
         if target is not None:

@@ -423,7 +423,7 @@ def test_both_region_contains_the_feature_corners_exactly():
     info = _info("binary", 50)
     part = LinfFeatures(0.1)
     r = Both(part, LabelFlip(1)).region(X, y, info)
-    box = part.box(X)
+    box = part.poisoned_box(X)
     assert ((box.lo >= r.poisoned_features.lo) & (box.hi <= r.poisoned_features.hi)).all()
     assert ((box.lo >= r.features.lo) & (box.hi <= r.features.hi)).all()
 

@@ -57,7 +57,7 @@ def encode_loss_grad(enc: Encoder, loss: str, z: Vec, label: Vec, bounds, pieces
         zs = z.start - z.start.max()
         pstart = np.exp(zs) / np.exp(zs).sum()
         p = enc.var(plo, phi, pstart, name="softmax")
-        enc.b.add_eq(p.idx, np.ones(len(p)), 1.0)
+        enc.equal(p.idx, np.ones(len(p)), 1.0)
         return _minus(enc, p, label, bounds, "dce")
     raise ValueError(f"unsupported loss {loss!r}")
 
@@ -84,20 +84,20 @@ def _sigmoid_enclosure(enc: Encoder, z: Vec, pieces: int) -> Vec:
     t[0], t[-1] = lo, hi
     seg = int(np.clip(np.searchsorted(t, z.start[0], side="right") - 1, 0, pieces - 1))
     y = enc.binaries(pieces, (np.arange(pieces) == seg).astype(float), name="sig_seg")
-    enc.b.add_eq(y.idx, np.ones(pieces), 1.0)
+    enc.equal(y.idx, np.ones(pieces), 1.0)
     zp = enc.var(np.minimum(t[:-1], 0), np.maximum(t[1:], 0), np.where(np.arange(pieces) == seg, z.start[0], 0.0), name="sig_z")
     sp = enc.var(np.zeros(pieces), np.ones(pieces), np.where(np.arange(pieces) == seg, start[0], 0.0), name="sig_s")
-    enc.b.add_eq(np.concatenate([[z.idx[0]], zp.idx]), np.concatenate([[-1.0], np.ones(pieces)]), 0.0)
-    enc.b.add_eq(np.concatenate([[s.idx[0]], sp.idx]), np.concatenate([[-1.0], np.ones(pieces)]), 0.0)
+    enc.equal(np.concatenate([[z.idx[0]], zp.idx]), np.concatenate([[-1.0], np.ones(pieces)]), 0.0)
+    enc.equal(np.concatenate([[s.idx[0]], sp.idx]), np.concatenate([[-1.0], np.ones(pieces)]), 0.0)
     for p in range(pieces):
         a, b = t[p], t[p + 1]
         zi, si, yi = zp.idx[p], sp.idx[p], y.idx[p]
-        enc.b.add_row([zi, yi], [1.0, -a], lo=0.0)  # z_p >= a y_p
-        enc.b.add_row([zi, yi], [1.0, -b], hi=0.0)  # z_p <= b y_p
+        enc.row([zi, yi], [1.0, -a], lo=0.0)  # z_p >= a y_p
+        enc.row([zi, yi], [1.0, -b], hi=0.0)  # z_p <= b y_p
         sa, sb = _sigmoid(a), _sigmoid(b)
         pad = 1e-12 * (1.0 + abs(a) + abs(b))
-        enc.b.add_row([si, yi], [1.0, -(sa - pad)], lo=0.0)  # s_p >= sigmoid(a) y_p
-        enc.b.add_row([si, yi], [1.0, -(sb + pad)], hi=0.0)  # s_p <= sigmoid(b) y_p
+        enc.row([si, yi], [1.0, -(sa - pad)], lo=0.0)  # s_p >= sigmoid(a) y_p
+        enc.row([si, yi], [1.0, -(sb + pad)], hi=0.0)  # s_p <= sigmoid(b) y_p
         if b - a <= 1e-12:
             continue
         d = 0.0 if a <= 0 <= b else min(abs(a), abs(b))
@@ -105,8 +105,8 @@ def _sigmoid_enclosure(enc: Encoder, z: Vec, pieces: int) -> Vec:
         err = (b - a) ** 2 / 8.0 * curv + pad
         alpha = (sb - sa) / (b - a)
         beta = sa - alpha * a
-        enc.b.add_row([si, zi, yi], [1.0, -alpha, -(beta - err)], lo=0.0)  # s_p >= chord - err
-        enc.b.add_row([si, zi, yi], [1.0, -alpha, -(beta + err)], hi=0.0)  # s_p <= chord + err
+        enc.row([si, zi, yi], [1.0, -alpha, -(beta - err)], lo=0.0)  # s_p >= chord - err
+        enc.row([si, zi, yi], [1.0, -alpha, -(beta + err)], hi=0.0)  # s_p <= chord + err
     return s
 
 
@@ -124,10 +124,10 @@ def _hinge(enc: Encoder, z: Vec, label: Vec, bounds) -> Vec:
         h = enc.binaries(1, [h_start], name="hinge_on")
         # margin m = 1 - s z: h = 1 -> m >= 0 ; h = 0 -> m <= 0
         if z.idx[0] >= 0:
-            enc.b.add_row([z.idx[0], h.idx[0]], [-s, mlo], lo=mlo - 1.0)  # 1 - s z >= mlo (1 - h)
-            enc.b.add_row([z.idx[0], h.idx[0]], [-s, -mhi], hi=-1.0)  # 1 - s z <= mhi h
+            enc.row([z.idx[0], h.idx[0]], [-s, mlo], lo=mlo - 1.0)  # 1 - s z >= mlo (1 - h)
+            enc.row([z.idx[0], h.idx[0]], [-s, -mhi], hi=-1.0)  # 1 - s z <= mhi h
         g = enc.var([min(-s, 0.0)], [max(-s, 0.0)], [-s * h_start], name="dhinge")
-        enc.b.add_eq([g.idx[0], h.idx[0]], [1.0, s], 0.0)  # g = -s h
+        enc.equal([g.idx[0], h.idx[0]], [1.0, s], 0.0)  # g = -s h
         return g
     # label is a binary y: g = -(2y - 1) h = h - 2 w with w = y AND h; margin 1 + z - 2 y z
     y = label
@@ -144,14 +144,14 @@ def _hinge(enc: Encoder, z: Vec, label: Vec, bounds) -> Vec:
     if yz.idx[0] < 0:
         raise AssertionError("label x logit product must be a variable")
     # m = 1 + z - 2 yz ; h = 1 -> m >= 0: m >= mlo (1 - h) ; h = 0 -> m <= 0: m <= mhi h
-    enc.b.add_row(m_terms_idx, m_coefs + [mlo], lo=mlo - 1.0 - zc)
-    enc.b.add_row(m_terms_idx, m_coefs + [-mhi], hi=-1.0 - zc)
+    enc.row(m_terms_idx, m_coefs + [mlo], lo=mlo - 1.0 - zc)
+    enc.row(m_terms_idx, m_coefs + [-mhi], hi=-1.0 - zc)
     w = enc.var([0.0], [1.0], [ys * h_start], name="hinge_and")
-    enc.b.add_row([w.idx[0], y.idx[0]], [1.0, -1.0], hi=0.0)
-    enc.b.add_row([w.idx[0], h.idx[0]], [1.0, -1.0], hi=0.0)
-    enc.b.add_row([w.idx[0], y.idx[0], h.idx[0]], [1.0, -1.0, -1.0], lo=-1.0)
+    enc.row([w.idx[0], y.idx[0]], [1.0, -1.0], hi=0.0)
+    enc.row([w.idx[0], h.idx[0]], [1.0, -1.0], hi=0.0)
+    enc.row([w.idx[0], y.idx[0], h.idx[0]], [1.0, -1.0, -1.0], lo=-1.0)
     g = enc.var([-1.0], [1.0], [h_start - 2 * ys * h_start], name="dhinge")
-    enc.b.add_eq([g.idx[0], h.idx[0], w.idx[0]], [1.0, -1.0, 2.0], 0.0)
+    enc.equal([g.idx[0], h.idx[0], w.idx[0]], [1.0, -1.0, 2.0], 0.0)
     if bounds is not None:
         g.lo[:] = np.maximum(g.lo, bounds[0])
         g.hi[:] = np.minimum(g.hi, bounds[1])

@@ -56,7 +56,7 @@ class Encoder:
     """Builds one program; see the module docstring."""
 
     def __init__(self) -> None:
-        self.b = ProgramBuilder()
+        self._b = ProgramBuilder()
         self._start: list[np.ndarray] = []
 
     # -- leaves ----------------------------------------------------------------------------
@@ -64,7 +64,7 @@ class Encoder:
         lo = np.asarray(lo, dtype=np.float64).reshape(-1)
         hi = np.asarray(hi, dtype=np.float64).reshape(-1)
         start = np.clip(np.broadcast_to(np.asarray(start, dtype=np.float64).reshape(-1), lo.shape), lo, hi)
-        idx = self.b.add_vars(lo, hi, binary=binary, name=name).reshape(-1)
+        idx = self._b.add_vars(lo, hi, binary=binary, name=name).reshape(-1)
         self._start.append(start.copy())
         return Vec(idx, lo.copy(), hi.copy(), start)
 
@@ -89,6 +89,15 @@ class Encoder:
 
     def binaries(self, n: int, start, name: str = "b") -> Vec:
         return self.var(np.zeros(n), np.ones(n), start, binary=True, name=name)
+
+    # -- constraints -----------------------------------------------------------------------
+    def row(self, idx, coef, lo: float = -np.inf, hi: float = np.inf) -> None:
+        """The linear constraint ``lo <= sum(coef[t] * x[idx[t]]) <= hi``."""
+        self._b.add_row(idx, coef, lo=lo, hi=hi)
+
+    def equal(self, idx, coef, rhs: float) -> None:
+        """The linear constraint ``sum(coef[t] * x[idx[t]]) == rhs``."""
+        self._b.add_eq(idx, coef, rhs)
 
     # -- linear algebra --------------------------------------------------------------------
     def affine(self, n: int, rows: np.ndarray, vars_: np.ndarray, coefs: np.ndarray, const: np.ndarray,
@@ -115,7 +124,7 @@ class Encoder:
             cuts = np.searchsorted(rows_s, np.arange(n + 1))
             for j in np.nonzero(has_var)[0]:
                 a, b = cuts[j], cuts[j + 1]
-                self.b.add_eq(np.concatenate([[out.idx[j]], vars_s[a:b]]), np.concatenate([[-1.0], coefs_s[a:b]]), -const[j])
+                self.equal(np.concatenate([[out.idx[j]], vars_s[a:b]]), np.concatenate([[-1.0], coefs_s[a:b]]), -const[j])
         return out
 
     def product(self, u: Vec, v: Vec, name: str = "p") -> Vec:
@@ -141,7 +150,7 @@ class Encoder:
             sel = np.nonzero(both)[0]
             z = self.var(lo[sel], hi[sel], start[sel], name=name)
             for zi, ui, vi in zip(z.idx, u.idx[sel], v.idx[sel]):
-                self.b.add_bilinear(zi, ui, vi)
+                self._b.add_bilinear(zi, ui, vi)
             out.idx[sel], out.lo[sel], out.hi[sel] = z.idx, z.lo, z.hi
         return out
 
@@ -208,11 +217,11 @@ class Encoder:
                 lo, hi = z.lo[j], z.hi[j]
                 if zi < 0:  # constant z cannot be ambiguous
                     raise AssertionError("constant pre-activation cannot be ambiguous")
-                self.b.add_row([ai, zi], [1.0, -1.0], lo=0.0)  # a >= z
-                self.b.add_row([ai, zi, ri], [1.0, -1.0, -lo], hi=-lo)  # a <= z - lo (1 - r)
-                self.b.add_row([ai, ri], [1.0, -hi], hi=0.0)  # a <= hi r
-                self.b.add_row([zi, ri], [1.0, -hi], hi=0.0)  # r = 0 -> z <= 0
-                self.b.add_row([zi, ri], [1.0, lo], lo=lo)  # r = 1 -> z >= 0
+                self.row([ai, zi], [1.0, -1.0], lo=0.0)  # a >= z
+                self.row([ai, zi, ri], [1.0, -1.0, -lo], hi=-lo)  # a <= z - lo (1 - r)
+                self.row([ai, ri], [1.0, -hi], hi=0.0)  # a <= hi r
+                self.row([zi, ri], [1.0, -hi], hi=0.0)  # r = 0 -> z <= 0
+                self.row([zi, ri], [1.0, lo], lo=lo)  # r = 1 -> z >= 0
             a.idx[sel], a.lo[sel], a.hi[sel] = av.idx, av.lo, av.hi
             r.idx[sel], r.lo[sel], r.hi[sel] = rv.idx, 0.0, 1.0
         return a, r
@@ -234,19 +243,19 @@ class Encoder:
                 lo, hi = q.lo[j], q.hi[j]
                 if q.idx[j] < 0:
                     c = q.lo[j]  # d = c r
-                    self.b.add_eq([di, ri], [1.0, -c], 0.0)
+                    self.equal([di, ri], [1.0, -c], 0.0)
                     continue
                 qi = q.idx[j]
-                self.b.add_row([di, ri], [1.0, -max(hi, 0.0)], hi=0.0)  # r = 0 -> d <= 0
-                self.b.add_row([di, ri], [1.0, -min(lo, 0.0)], lo=0.0)  # r = 0 -> d >= 0
-                self.b.add_row([di, qi, ri], [1.0, -1.0, -lo], hi=-lo)  # d - q <= -lo (1 - r)
-                self.b.add_row([di, qi, ri], [1.0, -1.0, -hi], lo=-hi)  # d - q >= -hi (1 - r)
+                self.row([di, ri], [1.0, -max(hi, 0.0)], hi=0.0)  # r = 0 -> d <= 0
+                self.row([di, ri], [1.0, -min(lo, 0.0)], lo=0.0)  # r = 0 -> d >= 0
+                self.row([di, qi, ri], [1.0, -1.0, -lo], hi=-lo)  # d - q <= -lo (1 - r)
+                self.row([di, qi, ri], [1.0, -1.0, -hi], lo=-hi)  # d - q >= -hi (1 - r)
             out.idx[sel], out.lo[sel], out.hi[sel] = d.idx, d.lo, d.hi
         return out
 
     # -- result ------------------------------------------------------------------------------
     def build(self) -> tuple[Program, np.ndarray]:
-        prog = self.b.build()
+        prog = self._b.build()
         start = np.concatenate(self._start) if self._start else np.zeros(0)
         return prog, start
 

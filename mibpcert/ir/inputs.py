@@ -37,20 +37,22 @@ def label_vec(enc: Encoder, allowed, clean_row, task: str, name: str = "label") 
     if allowed.sum() > 1:
         sel = np.nonzero(allowed)[0]
         b = enc.binaries(len(sel), (sel == y).astype(float), name=name)
-        enc.b.add_eq(b.idx, np.ones(len(sel)), 1.0)
+        enc.equal(b.idx, np.ones(len(sel)), 1.0)
         onehot = enc.const(np.zeros(C))
         onehot.start = np.eye(C)[y]
         onehot.idx[sel], onehot.lo[sel], onehot.hi[sel] = b.idx, 0.0, 1.0
     return onehot
 
 
-def _labels_of(region_labels, i, task):
+def labels_of(region_labels, i: int, task: str):
+    """Sample i's allowed labels: a boolean class mask, or the (lo, hi) target box (regression)."""
     if task == "regression":
         return (as_array(region_labels.lo[i]), as_array(region_labels.hi[i]))
     return as_array(region_labels[i]).astype(bool)
 
 
-def _clean_label(y, i, task):
+def clean_label(y, i: int, task: str):
+    """Sample i's clean label: its class, or its target vector (regression)."""
     return as_array(y[i]).reshape(-1) if task == "regression" else int(y[i])
 
 
@@ -59,7 +61,7 @@ def region_sample(enc: Encoder, region, X, y, i: int, picked: bool, task: str) -
     feats = region.poisoned_features if picked else region.features
     labels = region.poisoned_labels if picked else region.labels
     x = enc.var_or_const(as_array(feats.lo[i]), as_array(feats.hi[i]), as_array(X[i]), name=f"x{i}")
-    lab = label_vec(enc, _labels_of(labels, i, task), _clean_label(y, i, task), task, name=f"y{i}")
+    lab = label_vec(enc, labels_of(labels, i, task), clean_label(y, i, task), task, name=f"y{i}")
     return x, lab
 
 
@@ -71,7 +73,7 @@ def region_batch(enc: Encoder, region, X, y, task: str) -> tuple[list[Vec], list
         pairs = [region_sample(enc, region, X, y, i, True, task) for i in range(B)]
         return [p[0] for p in pairs], [p[1] for p in pairs]
     picks = enc.binaries(B, np.zeros(B), name="pick")
-    enc.b.add_row(picks.idx, np.ones(B), hi=float(k))
+    enc.row(picks.idx, np.ones(B), hi=float(k))
     xs, labs = [], []
     for i in range(B):
         p = picks.idx[i]
@@ -79,24 +81,24 @@ def region_batch(enc: Encoder, region, X, y, task: str) -> tuple[list[Vec], list
         plo, phi = as_array(region.poisoned_features.lo[i]), as_array(region.poisoned_features.hi[i])
         x = enc.var_or_const(plo, phi, as_array(X[i]), name=f"x{i}")
         _gate_box(enc, x, blo, bhi, plo, phi, p)
-        task_lab = _labels_of(region.poisoned_labels, i, task)
-        lab = label_vec(enc, task_lab, _clean_label(y, i, task), task, name=f"y{i}")
+        task_lab = labels_of(region.poisoned_labels, i, task)
+        lab = label_vec(enc, task_lab, clean_label(y, i, task), task, name=f"y{i}")
         if task == "regression":
-            (blo_t, bhi_t), (plo_t, phi_t) = _labels_of(region.labels, i, task), task_lab
+            (blo_t, bhi_t), (plo_t, phi_t) = labels_of(region.labels, i, task), task_lab
             _gate_box(enc, lab, blo_t, bhi_t, plo_t, phi_t, p)
         else:
-            base_allowed = _labels_of(region.labels, i, task)
+            base_allowed = labels_of(region.labels, i, task)
             extra = task_lab & ~base_allowed
             if task == "binary":
                 if lab.idx[0] >= 0 and extra.any():
                     # the label may leave the base set only when picked: |y - y_base| <= p
                     if np.argmax(base_allowed) == 0:
-                        enc.b.add_row([lab.idx[0], p], [1.0, -1.0], hi=0.0)  # y <= p
+                        enc.row([lab.idx[0], p], [1.0, -1.0], hi=0.0)  # y <= p
                     else:
-                        enc.b.add_row([lab.idx[0], p], [-1.0, -1.0], hi=-1.0)  # 1 - y <= p
+                        enc.row([lab.idx[0], p], [-1.0, -1.0], hi=-1.0)  # 1 - y <= p
             elif extra.any():
                 sel = np.nonzero(extra)[0]
-                enc.b.add_row(np.concatenate([lab.idx[sel], [p]]), np.concatenate([np.ones(len(sel)), [-1.0]]), hi=0.0)
+                enc.row(np.concatenate([lab.idx[sel], [p]]), np.concatenate([np.ones(len(sel)), [-1.0]]), hi=0.0)
         xs.append(x)
         labs.append(lab)
     return xs, labs
@@ -108,9 +110,9 @@ def _gate_box(enc: Encoder, v: Vec, blo, bhi, plo, phi, p: int) -> None:
         if v.idx[j] < 0:
             continue
         if phi[j] > bhi[j]:
-            enc.b.add_row([v.idx[j], p], [1.0, -(phi[j] - bhi[j])], hi=bhi[j])
+            enc.row([v.idx[j], p], [1.0, -(phi[j] - bhi[j])], hi=bhi[j])
         if plo[j] < blo[j]:
-            enc.b.add_row([v.idx[j], p], [1.0, (blo[j] - plo[j])], lo=blo[j])
+            enc.row([v.idx[j], p], [1.0, (blo[j] - plo[j])], lo=blo[j])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,13 +129,13 @@ def pick_binaries(enc: Encoder, B: int, k, force: bool = False) -> list:
         return [True] * B
     pv = enc.binaries(B, np.zeros(B), name="pick")
     if budget:
-        enc.b.add_row(pv.idx, np.ones(B), hi=float(k))
+        enc.row(pv.idx, np.ones(B), hi=float(k))
     return [int(p) for p in pv.idx]
 
 
 def clean_label_vec(enc: Encoder, region, y, i: int, task: str) -> Vec:
     """Sample i's label in the region's base label set (the clean label for feature threats)."""
-    return label_vec(enc, _labels_of(region.labels, i, task), _clean_label(y, i, task), task, name=f"y{i}")
+    return label_vec(enc, labels_of(region.labels, i, task), clean_label(y, i, task), task, name=f"y{i}")
 
 
 def gated_box(enc: Encoder, lo, hi, clean, pick, name: str = "x") -> Vec:
@@ -150,10 +152,26 @@ def gated_box(enc: Encoder, lo, hi, clean, pick, name: str = "x") -> Vec:
     return x
 
 
+def choose_vector(enc: Encoder, cands: np.ndarray, clean: int, pick, name: str = "x") -> Vec:
+    """A vector equal to one row of ``cands`` (m, K): one binary per row with sum 1 and the
+    vector equal to the chosen row (exact). ``clean`` is the row of the clean value (the warm
+    start); ``pick``: True (any row) or the index of a pick binary p (the clean row unless
+    p = 1: ``b_clean + p >= 1``)."""
+    m, K = cands.shape
+    b = enc.binaries(m, (np.arange(m) == clean).astype(float), name=f"{name}_choice")
+    enc.equal(b.idx, np.ones(m), 1.0)
+    x = enc.var(cands.min(0), cands.max(0), cands[clean], name=name)
+    for j in range(K):
+        enc.equal(np.concatenate([[x.idx[j]], b.idx]), np.concatenate([[-1.0], cands[:, j]]), 0.0)
+    if pick is not True:
+        enc.row([b.idx[clean], pick], [1.0, 1.0], lo=1.0)
+    return x
+
+
 def one_hot_selector(enc: Encoder, n: int, name: str = "choose") -> Vec:
     """n binaries with sum 1 (the first one set in the warm start)."""
     s = enc.binaries(n, (np.arange(n) == 0).astype(float), name=name)
-    enc.b.add_eq(s.idx, np.ones(n), 1.0)
+    enc.equal(s.idx, np.ones(n), 1.0)
     return s
 
 
@@ -192,12 +210,12 @@ def select(enc: Encoder, sel: Vec, options: list[Vec], name: str = "sel", binary
         for s_t, o in zip(sel.idx, options):
             if o.is_var[j]:
                 oi, ol, oh = int(o.idx[j]), float(o.lo[j]), float(o.hi[j])
-                enc.b.add_row([xi, oi, int(s_t)], [1.0, -1.0, U - ol], hi=U - ol)
-                enc.b.add_row([xi, oi, int(s_t)], [1.0, -1.0, L - oh], lo=L - oh)
+                enc.row([xi, oi, int(s_t)], [1.0, -1.0, U - ol], hi=U - ol)
+                enc.row([xi, oi, int(s_t)], [1.0, -1.0, L - oh], lo=L - oh)
             else:
                 c = float(o.lo[j])
-                enc.b.add_row([xi, int(s_t)], [1.0, U - c], hi=U)
-                enc.b.add_row([xi, int(s_t)], [1.0, L - c], lo=L)
+                enc.row([xi, int(s_t)], [1.0, U - c], hi=U)
+                enc.row([xi, int(s_t)], [1.0, L - c], lo=L)
     out.idx[free], out.lo[free], out.hi[free] = v.idx, v.lo, v.hi
     return out
 
@@ -216,28 +234,28 @@ def box_union_sample(enc: Encoder, regions: list, X, y, i: int, picked: bool, ta
     x = enc.var_or_const(los.min(0), his.max(0), as_array(X[i]), name=f"x{i}")
     _gate_bounds(enc, x, los, his, sel)
     if task == "regression":
-        tl = np.stack([_labels_of(lab, i, task)[0] for lab in labs])
-        th = np.stack([_labels_of(lab, i, task)[1] for lab in labs])
-        lab = enc.var_or_const(tl.min(0), th.max(0), _clean_label(y, i, task), name=f"y{i}")
+        tl = np.stack([labels_of(lab, i, task)[0] for lab in labs])
+        th = np.stack([labels_of(lab, i, task)[1] for lab in labs])
+        lab = enc.var_or_const(tl.min(0), th.max(0), clean_label(y, i, task), name=f"y{i}")
         _gate_bounds(enc, lab, tl, th, sel)
         return x, lab
-    allowed = np.stack([_labels_of(lab, i, task) for lab in labs])  # (T, K)
+    allowed = np.stack([labels_of(lab, i, task) for lab in labs])  # (T, K)
     union = allowed.any(0)
-    lab = label_vec(enc, union, _clean_label(y, i, task), task, name=f"y{i}")
+    lab = label_vec(enc, union, clean_label(y, i, task), task, name=f"y{i}")
     if task == "binary":
         if lab.idx[0] >= 0:
             for t in range(T):
                 if allowed[t].sum() == 1:  # region t allows one class c only: s_t = 1 -> y = c
                     if allowed[t][0]:
-                        enc.b.add_row([lab.idx[0], sel.idx[t]], [1.0, 1.0], hi=1.0)  # y <= 1 - s_t
+                        enc.row([lab.idx[0], sel.idx[t]], [1.0, 1.0], hi=1.0)  # y <= 1 - s_t
                     else:
-                        enc.b.add_row([lab.idx[0], sel.idx[t]], [1.0, -1.0], lo=0.0)  # y >= s_t
+                        enc.row([lab.idx[0], sel.idx[t]], [1.0, -1.0], lo=0.0)  # y >= s_t
         return x, lab
     for c in np.nonzero(union)[0]:
         if lab.idx[c] < 0 or allowed[:, c].all():
             continue
         ok = np.nonzero(allowed[:, c])[0]
-        enc.b.add_row(np.concatenate([[lab.idx[c]], sel.idx[ok]]), np.concatenate([[1.0], -np.ones(len(ok))]), hi=0.0)
+        enc.row(np.concatenate([[lab.idx[c]], sel.idx[ok]]), np.concatenate([[1.0], -np.ones(len(ok))]), hi=0.0)
     return x, lab
 
 
@@ -247,6 +265,6 @@ def _gate_bounds(enc: Encoder, v: Vec, los: np.ndarray, his: np.ndarray, sel: Ve
         if v.idx[j] < 0:
             continue
         if not np.all(los[:, j] == v.lo[j]):
-            enc.b.add_row(np.concatenate([[v.idx[j]], sel.idx]), np.concatenate([[1.0], -los[:, j]]), lo=0.0)
+            enc.row(np.concatenate([[v.idx[j]], sel.idx]), np.concatenate([[1.0], -los[:, j]]), lo=0.0)
         if not np.all(his[:, j] == v.hi[j]):
-            enc.b.add_row(np.concatenate([[v.idx[j]], sel.idx]), np.concatenate([[1.0], -his[:, j]]), hi=0.0)
+            enc.row(np.concatenate([[v.idx[j]], sel.idx]), np.concatenate([[1.0], -his[:, j]]), hi=0.0)

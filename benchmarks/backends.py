@@ -65,7 +65,7 @@ from mibpcert.certificates import certify
 from mibpcert.config import TrainConfig
 from mibpcert.data import two_moons
 from mibpcert.data_checks import check_training_data
-from mibpcert.interval.step import interval_step
+from mibpcert.steps.interval import interval_step
 from mibpcert.interval.tensor import Interval
 from mibpcert.model import describe, mlp
 from mibpcert.threats import LinfFeatures

@@ -35,7 +35,7 @@ import torch
 from mibpcert.certificates import certify
 from mibpcert.config import TrainConfig
 from mibpcert.data import two_moons
-from mibpcert.interval.losses import per_sample_loss
+from mibpcert.losses import per_sample_loss
 from mibpcert.model import mlp
 from mibpcert.threats import LinfFeatures
 from mibpcert.train import BoundsDiverged, certified_train

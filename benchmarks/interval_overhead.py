@@ -11,7 +11,7 @@ different methods interleaved so that load on the machine hits them alike):
   its final weights are checked against ``certified_train``'s nominal model.
 * ``certified_train (interval)``: the whole call, as the user pays it: it trains the nominal model
   too, runs the interval step, checks widths and soundness and logs each step.
-* ``... interval_step only``: the time spent inside ``mibpcert.interval.step.interval_step`` during
+* ``... interval_step only``: the time spent inside ``mibpcert.steps.interval.interval_step`` during
   that call (measured by wrapping the function ``mibpcert.train`` calls).
 * the same two rows with outward rounding off and with ``exact_matmul=True``.
 
@@ -44,8 +44,8 @@ import torch.nn.functional as F
 import mibpcert.train as mtrain
 from mibpcert.config import TrainConfig
 from mibpcert.data import two_moons
-from mibpcert.interval.losses import per_sample_loss
-from mibpcert.interval.step import interval_step as _interval_step
+from mibpcert.losses import per_sample_loss
+from mibpcert.steps.interval import interval_step as _interval_step
 from mibpcert.model import mlp
 from mibpcert.threats import LinfFeatures
 from mibpcert.train import certified_train
@@ -109,7 +109,7 @@ def cert_train(model, X, y, threat, cfg, flush_denormal: bool = False):
 def subnormal_share(model, X, y, threat) -> float:
     """Share of the per-sample gradient bounds of one interval step that are subnormal numbers
     (outward rounding moves an exact 0 to +-4.9e-324; arithmetic on those is slow on x86)."""
-    from mibpcert.interval.step import sample_bounds
+    from mibpcert.steps.interval import sample_bounds
     from mibpcert.interval.tensor import Interval, outward_rounding
     from mibpcert.model import describe
     from mibpcert.threats import TaskInfo

@@ -27,7 +27,7 @@ import torch
 
 from .certificates import logit_differences, nominal_predictions
 from .data_checks import check_test_data
-from .interval.step import forward
+from .steps.interval import forward
 from .interval.tensor import Interval, outward_rounding
 from .threats import Both, GlobalBudget, SharedTrigger, Threat, Union
 

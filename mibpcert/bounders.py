@@ -16,7 +16,8 @@ import torch
 
 from .config import TrainConfig
 from .encode.tighten import StepTightener
-from .interval.step import ParamBox, StepBounds, box_widths, interval_step
+from .steps.interval import ParamBox, StepBounds, box_widths, interval_step
+from .losses import get_loss
 from .model import ModelSpec
 from .threats import TaskInfo, Threat
 
@@ -59,19 +60,20 @@ class StepBounder(Protocol):
         ...
 
 
-def _interval(state: ParamBox, region, ctx: StepContext) -> StepBounds:
+def step_intervals(state: ParamBox, region, ctx: StepContext) -> StepBounds:
+    """The interval step from ``state`` over ``region`` with the run's loss and recipe."""
     cfg = ctx.cfg
-    return interval_step(ctx.spec, state, region, cfg.loss, ctx.lr, cfg.weight_decay, exact=cfg.exact_matmul)
+    return interval_step(ctx.spec, state, region, get_loss(cfg.loss), ctx.lr, cfg.weight_decay, exact=cfg.exact_matmul)
 
 
 class IntervalBounder:
     """Interval arithmetic with outward rounding through the forward pass, the loss gradient, the
-    backward pass and the update (:func:`mibpcert.interval.step.interval_step`)."""
+    backward pass and the update (:func:`mibpcert.steps.interval.interval_step`)."""
 
     needs_nominal = False
 
     def bound_step(self, state: ParamBox, batch: Batch, region, ctx: StepContext) -> tuple[ParamBox, dict]:
-        return _interval(state, region, ctx).params, {}
+        return step_intervals(state, region, ctx).params, {}
 
     def restore(self, log: list) -> None:
         pass
@@ -94,7 +96,7 @@ class MibpBounder:
         self.tightener.solved_before = any(s.solver_bounds > 0 for s in log)
 
     def bound_step(self, state: ParamBox, batch: Batch, region, ctx: StepContext) -> tuple[ParamBox, dict]:
-        sb = _interval(state, region, ctx)
+        sb = step_intervals(state, region, ctx)
         iv_width = float(box_widths(sb.params).mean())
         box, stats = self.tightener.tighten(state, sb, region, batch.X, batch.y, ctx.lr, ctx.theta_nominal, ctx.threat)
         return box, {"interval_mean_width": iv_width, **stats}

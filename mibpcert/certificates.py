@@ -22,8 +22,8 @@ import torch
 
 from .data_checks import check_test_data
 from .encode.predict import mibp_margin_lower
-from .interval.losses import bounded_loss, label_mask
-from .interval.step import ParamBox, forward
+from .losses import get_loss, label_mask
+from .steps.interval import ParamBox, forward
 from .interval.tensor import Interval, cast_down, check_exact_float32_matmul, outward_rounding
 from .model import ModelSpec
 from .solvers import SolveOptions
@@ -177,7 +177,7 @@ def certify(
     with outward_rounding(cfg.outward_rounding):
         logits = logit_bounds(spec, box, X, test_eps, exact=cfg.exact_matmul)
         labels = Interval.point(y) if task == "regression" else label_mask(y, num_classes)
-        loss_iv, _ = bounded_loss(cfg.loss, logits, labels)
+        loss_iv, _ = get_loss(cfg.loss).bounds(logits, labels)
         finite_loss = loss_iv.is_finite()
         loss_bounds = (
             float(loss_iv.lo.mean()) if bool(finite_loss.all()) else float("nan"),

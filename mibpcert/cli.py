@@ -24,6 +24,7 @@ from . import threats
 from .backdoor import backdoor_certificate, triggers_in
 from .certificates import certify
 from .config import TrainConfig
+from .losses import get_loss
 from .model import mlp
 from .report import format_summary, plot_run, write_report
 from .threats import check_keys, check_threat_table
@@ -133,15 +134,12 @@ def load_config(path: str) -> dict:
 
 
 def output_width(loss: str, dataset) -> int:
-    """Number of model outputs: 1 for bce/hinge, ``num_classes`` for ce, target columns for mse."""
-    if loss in ("bce", "hinge"):
-        return 1
-    if loss == "ce":
-        if not dataset.num_classes:
-            raise ConfigError("loss 'ce' needs a classification data set")
-        return int(dataset.num_classes)
+    """Number of model outputs the loss needs on the data set (:meth:`Loss.output_width`)."""
     y = dataset.y_train
-    return int(y.shape[1]) if y.dim() == 2 else 1
+    try:
+        return get_loss(loss).output_width(dataset.num_classes, int(y.shape[1]) if y.dim() == 2 else 1)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------

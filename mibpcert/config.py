@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .interval.losses import check_loss
+from .losses import get_loss
 
 METHODS = ("interval", "mibp")
 MODES = ("per_sample", "joint")
@@ -86,7 +86,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.checkpoint_dir must be a path string or None, got {self.checkpoint_dir!r}")
         if self.lr == 0:
             raise ValueError("TrainConfig.lr must be positive")
-        check_loss(self.loss)
+        get_loss(self.loss)
         if self.method not in METHODS:
             raise ValueError(f"TrainConfig.method must be one of {METHODS}, got {self.method!r}")
         if self.mode not in MODES:

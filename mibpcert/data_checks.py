@@ -3,13 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from .interval.losses import BINARY_LOSSES
+from .losses import get_loss
 from .model import ModelSpec
 from .threats import TaskInfo
-
-
-def task_of(loss: str) -> str:
-    return "binary" if loss in BINARY_LOSSES else ("multiclass" if loss == "ce" else "regression")
 
 
 def check_inputs(spec: ModelSpec, X, what: str = "training", dtype=torch.float64, device="cpu") -> torch.Tensor:
@@ -37,25 +33,9 @@ def check_labels(spec: ModelSpec, y, n: int, loss: str, what: str = "training", 
     y = y.to(device=device, dtype=dtype)
     if not bool(torch.isfinite(y).all()):
         raise ValueError(f"{what} labels contain NaN or infinite values")
-    task = task_of(loss)
-    C = spec.out_features
-    if task == "binary":
-        if C != 1:
-            raise ValueError(f"loss {loss!r} needs a model with 1 output logit, the model has {C}")
-        if y.dim() != 1 or not bool(((y == 0) | (y == 1)).all()):
-            raise ValueError(f"loss {loss!r} needs labels of shape (N,) with values 0 or 1")
-        return y, task, 2
-    if task == "multiclass":
-        if C < 2:
-            raise ValueError("loss 'ce' needs a model with at least 2 output logits")
-        if y.dim() != 1 or not bool((y == y.round()).all()) or bool((y < 0).any()) or bool((y >= C).any()):
-            raise ValueError(f"loss 'ce' needs integer class labels of shape (N,) in [0, {C - 1}]")
-        return y, task, C
-    if y.dim() == 1 and C == 1:
-        y = y.unsqueeze(1)
-    if y.dim() != 2 or y.shape[1] != C:
-        raise ValueError(f"loss 'mse' needs targets of shape (N, {C}), got {tuple(y.shape)}")
-    return y, task, None
+    lossobj = get_loss(loss)
+    y, num_classes = lossobj.check_labels(y, spec.out_features)
+    return y, lossobj.task, num_classes
 
 
 def check_training_data(spec: ModelSpec, X, y, loss: str, batch_size: int, dtype, device, what: str = "training"):

@@ -24,8 +24,8 @@ from .bounders import Batch, StepContext, make_bounder
 from .certificates import certified_mask
 from .config import TrainConfig
 from .data_checks import check_training_data
-from .interval.losses import per_sample_loss
-from .interval.step import ParamBox, box_widths
+from .losses import get_loss
+from .steps.interval import ParamBox, box_widths
 from .interval.tensor import Interval, check_exact_float32_matmul, outward_rounding
 from .model import ModelSpec, describe
 from .threats import TaskInfo, Threat
@@ -188,6 +188,7 @@ def certified_train(
         )
     opt = torch.optim.SGD(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     bounder = make_bounder(spec, cfg, info)
+    loss = get_loss(cfg.loss)
     state = nominal.state_dict()
     box: ParamBox = {n: Interval.point(state[n].detach().clone()) for n in spec.param_names}
     steps_log: list[StepLog] = []
@@ -239,7 +240,7 @@ def certified_train(
                                     if bounder.needs_nominal else {})
                     # nominal SGD step on the clean batch
                     opt.zero_grad()
-                    per_sample_loss(cfg.loss, nominal(Xb), yb).mean().backward()
+                    loss.value(nominal(Xb), yb).mean().backward()
                     opt.step()
                     # the bounder's step over the threat region
                     region = threat.region(Xb, yb, info)

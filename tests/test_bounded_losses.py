@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mibpcert.interval.losses import bounded_loss, per_sample_loss
+from mibpcert.losses import bounded_loss, per_sample_loss
 from mibpcert.interval.tensor import Interval, outward_rounding
 
 F64 = torch.float64

@@ -24,8 +24,9 @@ import torch
 from attacks import Budget, Poisoner, margin_direction, param_direction, perturb_inputs, sgd_train
 from mibpcert import TrainConfig, certified_train, certify, describe, mlp
 from mibpcert.data_checks import check_training_data
-from mibpcert.encode.training_step import TraceBounds, joint_program, sample_program
-from mibpcert.interval.step import interval_step
+from mibpcert.encode.training_step import StepSetting, TraceBounds, joint_program, sample_program
+from mibpcert.losses import get_loss
+from mibpcert.steps.interval import interval_step
 from mibpcert.interval.tensor import Interval
 from mibpcert.solvers import SolverUnavailable
 from mibpcert.threats import Both, LabelFlip, LabelNoise, LinfFeatures
@@ -123,17 +124,18 @@ def build_step_programs(model, box, X, y, threat, loss, lr, weight_decay=0.0, pi
     region = threat.region(X, y, info)
     sb = interval_step(spec, box, region, loss, lr, weight_decay)
     nominal = {k: v.detach() for k, v in model.state_dict().items()}
+    st = StepSetting(spec, box, nominal, threat, get_loss(loss), lr, weight_decay, pieces)
     if mode == "joint":
         tb = TraceBounds.of(sb.base)
         if sb.poisoned is not None:
             tb = tb.hull(TraceBounds.of(sb.poisoned))
-        return [joint_program(spec, box, nominal, threat, region, X, y, tb, loss, info.task, lr, weight_decay, pieces)], sb
+        return [joint_program(st, region, X, y, tb)], sb
     progs = []
     slots = [(sb.base, False), (sb.poisoned, True)] if sb.poisoned is not None else [(sb.base, region.k is None or region.k >= X.shape[0])]
     for trace, picked in slots:
         tb = TraceBounds.of(trace)
         for i in range(X.shape[0]):
-            progs.append(sample_program(spec, box, nominal, threat, region, X, y, i, picked, tb, loss, info.task, lr, weight_decay, pieces))
+            progs.append(sample_program(st, region, X, y, tb, i, picked))
     return progs, sb
 
 

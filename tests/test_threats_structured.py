@@ -33,8 +33,9 @@ from attacks import sgd_train
 from mibpcert import TrainConfig, certified_train, describe, mlp
 from mibpcert.backdoor import backdoor_certificate
 from mibpcert.data_checks import check_training_data
-from mibpcert.encode.training_step import TraceBounds, joint_program
-from mibpcert.interval.step import interval_step
+from mibpcert.encode.training_step import StepSetting, TraceBounds, joint_program
+from mibpcert.losses import get_loss
+from mibpcert.steps.interval import interval_step
 from mibpcert.interval.tensor import Interval
 from mibpcert.solvers import SolveOptions, SolverUnavailable, available_backends, get_backend
 from mibpcert.threats import (
@@ -140,7 +141,7 @@ def raw_joint_bounds(model, X, y, threat, loss, backend, lr=LR):
     tb = TraceBounds.of(sb.base)
     if sb.poisoned is not None:
         tb = tb.hull(TraceBounds.of(sb.poisoned))
-    prog = joint_program(spec, pbox, state, threat, region, Xc, yc, tb, loss, info.task, lr, 0.0, 4)
+    prog = joint_program(StepSetting(spec, pbox, state, threat, get_loss(loss), lr), region, Xc, yc, tb)
     try:
         res = get_backend(backend).bound(prog.program, prog.exprs, SolveOptions(time_limit=60.0))
     except SolverUnavailable as e:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..interval.step import ParamBox, forward
+from ..steps.interval import ParamBox, forward
 from ..interval.tensor import Interval
 from ..ir.encoder import Encoder
 from ..ir.inputs import as_array

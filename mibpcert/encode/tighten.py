@@ -16,13 +16,14 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
-from ..interval.step import ParamBox, StepBounds, aggregate, flat_grads, flatten, keep_frozen, unflatten
+from ..steps.interval import ParamBox, StepBounds, aggregate, flat_grads, flatten, keep_frozen, unflatten
 from ..interval.tensor import Interval, cast_down, cast_up
+from ..losses import get_loss
 from ..model import ModelSpec
 from ..solvers import LicenceLimit, SolveOptions, SolverUnavailable, Status, get_backend
 from ..solvers.parallel import SolverPool, bound_many
 from ..threats import TaskInfo
-from .training_step import StepProgram, TraceBounds, joint_program, sample_program
+from .training_step import StepProgram, StepSetting, TraceBounds, joint_program, sample_program
 
 log = logging.getLogger("mibpcert")
 
@@ -46,13 +47,14 @@ class StepTightener:
     def programs(self, box, sb: StepBounds, region, Xb, yb, lr, theta_nominal, threat) -> list[tuple[StepProgram, int, int]]:
         """The step's programs as (program, region slot, sample) triples; slot 0 = base trace, 1 =
         poisoned trace. Public so that benchmarks bound exactly the programs a training step would."""
-        cfg, task = self.cfg, self.info.task
+        cfg = self.cfg
         B = Xb.shape[0]
+        st = StepSetting(self.spec, box, theta_nominal, threat, get_loss(cfg.loss), lr, cfg.weight_decay, cfg.pwl_pieces)
         if cfg.mode == "joint":
             tb = TraceBounds.of(sb.base)
             if sb.poisoned is not None:
                 tb = tb.hull(TraceBounds.of(sb.poisoned))
-            prog = joint_program(self.spec, box, theta_nominal, threat, region, Xb, yb, tb, cfg.loss, task, lr, cfg.weight_decay, cfg.pwl_pieces)
+            prog = joint_program(st, region, Xb, yb, tb)
             return [(prog, 0, -1)]
         out = []
         if sb.poisoned is not None:
@@ -62,7 +64,7 @@ class StepTightener:
         for slot, (trace, picked) in enumerate(slots):
             tb = TraceBounds.of(trace)
             for i in range(B):
-                prog = sample_program(self.spec, box, theta_nominal, threat, region, Xb, yb, i, picked, tb, cfg.loss, task, lr, cfg.weight_decay, cfg.pwl_pieces)
+                prog = sample_program(st, region, Xb, yb, tb, i, picked)
                 out.append((prog, slot, i))
         return out
 

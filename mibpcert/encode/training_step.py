@@ -4,7 +4,7 @@ Variables: the parameters theta (in the current box; constants where the box is 
 sample's input and label (from the threat's encoding), per layer the pre-activation
 ``z = W a + b`` (a bilinear product ``W_jk a_k`` where both vary), the activation with one binary
 per ReLU whose sign is not fixed (big-M constants from the interval pass), the loss gradient
-(:mod:`.loss_grad`), the backward pass ``delta_prev = r * (W^T delta)`` with the *same* ReLU
+(:meth:`mibpcert.losses.Loss.encode_grad`), the backward pass ``delta_prev = r * (W^T delta)`` with the *same* ReLU
 binary r (exact big-M product), and the parameter gradients ``delta (x) a`` (bilinear). All
 variables are bounded by the interval pass, which is sound, so the bounds are implied constraints.
 
@@ -22,12 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..interval.step import SampleTrace
 from ..ir.encoder import Encoder, Vec, objective
 from ..ir.inputs import as_array
 from ..ir.program import LinearExpr, Program
+from ..losses import Loss
 from ..model import ModelSpec
-from .loss_grad import encode_loss_grad
+from ..steps.interval import SampleTrace
+from ..threats import Threat
 
 
 @dataclass
@@ -78,11 +79,11 @@ def encode_forward(enc: Encoder, spec: ModelSpec, theta: dict[str, Vec], x: Vec,
 
 
 def encode_pass(enc: Encoder, spec: ModelSpec, theta: dict[str, Vec], x: Vec, label: Vec,
-                tb: TraceBounds, i: int, loss: str, pieces: int) -> dict[str, Vec]:
+                tb: TraceBounds, i: int, loss: Loss, pieces: int) -> dict[str, Vec]:
     """Forward pass, loss gradient and backward pass of sample i; returns its parameter gradients
     (flattened like ``theta``)."""
     acts, gates = encode_forward(enc, spec, theta, x, [tb.row(p, i) for p in tb.pre])
-    delta = encode_loss_grad(enc, loss, acts[-1], label, tb.row(tb.dlogits, i), pieces)
+    delta = loss.encode_grad(enc, acts[-1], label, tb.row(tb.dlogits, i), pieces)
     grads: dict[str, Vec] = {}
     for li in range(len(spec.layers) - 1, -1, -1):
         layer = spec.layers[li]
@@ -137,25 +138,41 @@ def _objectives(spec: ModelSpec, theta: dict[str, Vec], grads_list: list[dict[st
     return exprs, np.array(targets, dtype=np.int64), constants
 
 
-def sample_program(spec, box, nominal, threat, region, X, y, i, picked, tb: TraceBounds, loss, task, lr, weight_decay, pieces) -> StepProgram:
+@dataclass(frozen=True)
+class StepSetting:
+    """What every program of one step shares: the model, the box the step starts from, the
+    nominal parameters before the step (the warm start), the threat, the loss, the step's
+    learning rate and weight decay, and the segments of piecewise-linear loss enclosures."""
+
+    spec: ModelSpec
+    box: dict
+    nominal: dict
+    threat: Threat
+    loss: Loss
+    lr: float
+    weight_decay: float = 0.0
+    pieces: int = 4
+
+
+def sample_program(st: StepSetting, region, X, y, tb: TraceBounds, i: int, picked: bool) -> StepProgram:
     """The per-sample program of sample i in its poisoned (``picked``) or base region; objectives
     ``h_ij = (1 - lr wd) theta_j - lr g_ij``."""
     enc = Encoder()
-    theta = encode_theta(enc, spec, box, nominal)
-    x, lab = threat.mip_sample(enc, region, X, y, i, picked, task)
-    grads = encode_pass(enc, spec, theta, x, lab, tb, i, loss, pieces)
-    exprs, targets, constants = _objectives(spec, theta, [grads], 1.0 - lr * weight_decay, lr)
+    theta = encode_theta(enc, st.spec, st.box, st.nominal)
+    x, lab = st.threat.mip_sample(enc, region, X, y, i, picked, st.loss.task)
+    grads = encode_pass(enc, st.spec, theta, x, lab, tb, i, st.loss, st.pieces)
+    exprs, targets, constants = _objectives(st.spec, theta, [grads], 1.0 - st.lr * st.weight_decay, st.lr)
     prog, start = enc.build()
     return StepProgram(prog, start, exprs, targets, constants)
 
 
-def joint_program(spec, box, nominal, threat, region, X, y, tb: TraceBounds, loss, task, lr, weight_decay, pieces) -> StepProgram:
+def joint_program(st: StepSetting, region, X, y, tb: TraceBounds) -> StepProgram:
     """The whole batch in one program; objectives ``theta'_j`` directly."""
     enc = Encoder()
-    theta = encode_theta(enc, spec, box, nominal)
-    xs, labs = threat.mip_batch(enc, region, X, y, task)
+    theta = encode_theta(enc, st.spec, st.box, st.nominal)
+    xs, labs = st.threat.mip_batch(enc, region, X, y, st.loss.task)
     B = X.shape[0]
-    grads_list = [encode_pass(enc, spec, theta, xs[i], labs[i], tb, i, loss, pieces) for i in range(B)]
-    exprs, targets, constants = _objectives(spec, theta, grads_list, 1.0 - lr * weight_decay, lr / B)
+    grads_list = [encode_pass(enc, st.spec, theta, xs[i], labs[i], tb, i, st.loss, st.pieces) for i in range(B)]
+    exprs, targets, constants = _objectives(st.spec, theta, grads_list, 1.0 - st.lr * st.weight_decay, st.lr / B)
     prog, start = enc.build()
     return StepProgram(prog, start, exprs, targets, constants)

@@ -96,6 +96,17 @@ def _gamma(n: int, dtype: torch.dtype) -> float:
     return m * u / (1 - m * u)
 
 
+def directed_sum(t: torch.Tensor, up: bool) -> torch.Tensor:
+    """Sum over dim 0, rounded up (``up``) or down when outward rounding is on: an upper or
+    lower bound of the exact sum."""
+    s = t.sum(0)
+    if rounding_enabled():
+        err = _gamma(t.shape[0], t.dtype) * t.abs().sum(0) + torch.finfo(t.dtype).tiny
+        lo, hi = _widen(s, s, err)
+        s = hi if up else lo
+    return s
+
+
 class Interval:
     """Element-wise interval ``[lo, hi]`` of torch tensors with equal shape, dtype and device."""
 

@@ -19,11 +19,14 @@ from .program import LinearExpr, Program, ProgramBuilder
 _EPS = np.finfo(np.float64).eps
 
 
-def _down(x):
+def pad_down(x):
+    """A value a little below ``x``: below every float64 rounding of a computation whose error is
+    at most a few ulps of ``x`` (bounds of program variables are padded with it)."""
     return np.nextafter(x - 4 * _EPS * np.abs(x), -np.inf)
 
 
-def _up(x):
+def pad_up(x):
+    """A value a little above ``x`` (see :func:`pad_down`)."""
     return np.nextafter(x + 4 * _EPS * np.abs(x), np.inf)
 
 
@@ -47,9 +50,24 @@ class Vec:
         return Vec(self.idx[sel], self.lo[sel], self.hi[sel], self.start[sel])
 
 
+@dataclass
+class AffineSum:
+    """``out[j] = const[j] + sum(coefs[t] * x[vars[t]] for t with rows[t] == j)`` for j < len(const),
+    with interval bounds ``lo``/``hi`` of each sum (computed by the caller from its terms) and its
+    value ``start`` on the nominal trajectory."""
+
+    rows: np.ndarray
+    vars: np.ndarray
+    coefs: np.ndarray
+    const: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    start: np.ndarray
+
+
 def _products(ul, uh, vl, vh):
     c = np.stack([ul * vl, ul * vh, uh * vl, uh * vh])
-    return _down(c.min(0)), _up(c.max(0))
+    return pad_down(c.min(0)), pad_up(c.max(0))
 
 
 class Encoder:
@@ -100,14 +118,12 @@ class Encoder:
         self._b.add_eq(idx, coef, rhs)
 
     # -- linear algebra --------------------------------------------------------------------
-    def affine(self, n: int, rows: np.ndarray, vars_: np.ndarray, coefs: np.ndarray, const: np.ndarray,
-               lo: np.ndarray, hi: np.ndarray, start: np.ndarray,
-               bounds: tuple[np.ndarray, np.ndarray] | None, name: str) -> Vec:
-        """``out[j] = const[j] + sum(coefs[t] * x[vars_[t]] for t with rows[t] == j)``.
-
-        ``lo``/``hi`` are interval bounds of the sum (computed by the caller from its terms);
-        ``bounds`` optional tighter sound bounds (from the interval pass) to intersect with."""
-        lo, hi = _down(lo), _up(hi)
+    def affine(self, s: AffineSum, bounds: tuple[np.ndarray, np.ndarray] | None = None, name: str = "aff") -> Vec:
+        """The sums ``s`` as new variables (constants where a sum has no variable term), bounded
+        by the sums' interval bounds padded outward, intersected with ``bounds`` (optional tighter
+        sound bounds, from the interval pass)."""
+        n, rows, vars_, coefs, const, start = len(s.const), s.rows, s.vars, s.coefs, s.const, s.start
+        lo, hi = pad_down(s.lo), pad_up(s.hi)
         if bounds is not None:
             lo = np.maximum(lo, bounds[0])
             hi = np.minimum(hi, bounds[1])
@@ -140,7 +156,7 @@ class Encoder:
             sel = np.nonzero(one)[0]
             xv = np.where(u.is_var[sel], u.idx[sel], v.idx[sel])
             c = np.where(u.is_var[sel], v.lo[sel], u.lo[sel])
-            w = self.affine(len(sel), np.arange(len(sel)), xv, c, np.zeros(len(sel)), lo[sel], hi[sel], start[sel], None, name)
+            w = self.affine(AffineSum(np.arange(len(sel)), xv, c, np.zeros(len(sel)), lo[sel], hi[sel], start[sel]), None, name)
             out.idx[sel], out.lo[sel], out.hi[sel] = w.idx, w.lo, w.hi
             zero_c = c == 0
             out.idx[sel[zero_c]] = -1
@@ -191,7 +207,7 @@ class Encoder:
             r_vars = np.concatenate([r_vars, bias.idx[bv]])
             r_coefs = np.concatenate([r_coefs, np.ones(int(bv.sum()))])
         err = (n_in + 2) * _EPS * np.maximum(np.abs(lo), np.abs(hi))
-        return self.affine(n_out, r_rows, r_vars, r_coefs, const, lo - err, hi + err, start, bounds, name)
+        return self.affine(AffineSum(r_rows, r_vars, r_coefs, const, lo - err, hi + err, start), bounds, name)
 
     # -- piecewise-linear pieces -----------------------------------------------------------
     def relu(self, z: Vec, name: str = "relu") -> tuple[Vec, Vec]:

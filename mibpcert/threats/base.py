@@ -16,6 +16,7 @@ import torch
 from ..interval.tensor import Interval
 from ..ir.encoder import Encoder, Vec
 from ..ir.inputs import clean_label_vec, pick_binaries, region_batch, region_sample
+from ..losses import label_mask
 
 
 @dataclass
@@ -46,7 +47,7 @@ def clean_labels(y: torch.Tensor, info: TaskInfo):
     """The clean label set of a batch: one-hot mask, or a point interval of the targets."""
     if info.task == "regression":
         return Interval.point(y.reshape(y.shape[0], -1))
-    return torch.nn.functional.one_hot(y.long(), info.num_classes).bool()
+    return label_mask(y, info.num_classes)
 
 
 class Threat:

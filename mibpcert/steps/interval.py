@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..interval.tensor import Interval, directed_sum, linear
+from ..losses import Loss, as_loss
 from ..model import ModelSpec
-from .losses import bounded_loss
-from .tensor import Interval, linear, rounding_enabled, _gamma, _widen
 
 ParamBox = dict  # name -> Interval
 
@@ -54,11 +54,11 @@ def forward(spec: ModelSpec, params: ParamBox, x: Interval | torch.Tensor, exact
 
 
 def sample_bounds(
-    spec: ModelSpec, params: ParamBox, x: Interval, labels, loss: str, exact: bool = False
+    spec: ModelSpec, params: ParamBox, x: Interval, labels, loss: Loss | str, exact: bool = False
 ) -> SampleTrace:
     """Bounds on each sample's loss, intermediate quantities and parameter gradients."""
     pre, post = forward(spec, params, x, exact=exact)
-    loss_iv, delta = bounded_loss(loss, pre[-1], labels)
+    loss_iv, delta = as_loss(loss).bounds(pre[-1], labels)
     dlogits = delta
     deltas: list[Interval] = [delta] * len(spec.layers)
     grads: dict[str, Interval] = {}
@@ -76,31 +76,21 @@ def sample_bounds(
     return SampleTrace(x, pre, post, loss_iv, dlogits, deltas, grads)
 
 
-def _sum0(t: torch.Tensor, up: bool) -> torch.Tensor:
-    """Sum over dim 0, rounded outward (up or down) when outward rounding is on."""
-    s = t.sum(0)
-    if rounding_enabled():
-        err = _gamma(t.shape[0], t.dtype) * t.abs().sum(0) + torch.finfo(t.dtype).tiny
-        lo, hi = _widen(s, s, err)
-        s = hi if up else lo
-    return s
-
-
 def aggregate(base: Interval, poisoned: Interval | None, k: int | None) -> Interval:
     """Bounds on the batch sum of per-sample gradients (dim 0) when at most ``k`` samples lie in
     the poisoned region and the rest in the base region (``k=None``: all may be poisoned)."""
     B = base.shape[0]
     if poisoned is None or k is None or k >= B:
         src = base if poisoned is None else poisoned.hull(base)
-        return Interval(_sum0(src.lo, up=False), _sum0(src.hi, up=True), check=False)
+        return Interval(directed_sum(src.lo, up=False), directed_sum(src.hi, up=True), check=False)
     if k == 0:
-        return Interval(_sum0(base.lo, up=False), _sum0(base.hi, up=True), check=False)
+        return Interval(directed_sum(base.lo, up=False), directed_sum(base.hi, up=True), check=False)
     inc_hi = (poisoned.hi - base.hi).clamp_min(0)
     inc_lo = (base.lo - poisoned.lo).clamp_min(0)
     top_hi = torch.topk(inc_hi, k, dim=0).values
     top_lo = torch.topk(inc_lo, k, dim=0).values
-    hi = _sum0(torch.cat([base.hi, top_hi], 0), up=True)
-    lo = _sum0(torch.cat([base.lo, -top_lo], 0), up=False)
+    hi = directed_sum(torch.cat([base.hi, top_hi], 0), up=True)
+    lo = directed_sum(torch.cat([base.lo, -top_lo], 0), up=False)
     return Interval(lo, hi, check=False)
 
 
@@ -148,7 +138,7 @@ def interval_step(
     spec: ModelSpec,
     params: ParamBox,
     region,
-    loss: str,
+    loss: Loss | str,
     lr: float,
     weight_decay: float = 0.0,
     exact: bool = False,

@@ -30,7 +30,9 @@ import numpy as np
 
 from mibpcert.ir.program import LinearExpr, Program
 
-from .base import Backend, LicenceLimit, SolveOptions, SolverUnavailable, Status, dense_cost, failed_side, pad_outward, time_limit
+from .base import (
+    Backend, LicenceLimit, SolveOptions, SolverUnavailable, Status, dense_cost, failed_side, pad_outward, time_limit,
+)
 from .mccormick import relax
 from .scip import unverified_reason
 

@@ -28,7 +28,9 @@ import numpy as np
 
 from mibpcert.ir.program import LinearExpr, Program
 
-from .base import Backend, SolveOptions, SolverUnavailable, Status, dense_cost, failed_side, pad_outward, time_limit
+from .base import (
+    Backend, SolveOptions, SolverUnavailable, Status, dense_cost, failed_side, pad_outward, time_limit,
+)
 
 _LIMIT_STATUSES = {
     "timelimit", "nodelimit", "totalnodelimit", "stallnodelimit", "memlimit",

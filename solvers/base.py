@@ -1,16 +1,29 @@
-"""The one interface every solver backend implements.
+"""The one interface every solver backend implements, and the one solve loop they share.
 
 ``Backend.bound(program, objectives, options)`` returns, for every objective, a sound lower and
 upper bound over the program's feasible set. "Sound" means: the solver's *dual* bound (best bound),
 padded outward by the solver's tolerances; never an incumbent value. On a time-out the dual bound
 reached so far is returned; on failure the side is ``-inf``/``+inf`` with status ``FAILED`` so the
 caller keeps its interval bound.
+
+:meth:`Backend.bound` is written once, here (a template method). A backend implements only:
+
+* :meth:`Backend._prepare` — build the solver model once per program (warm start and time limit
+  included); an exception makes every objective ``FAILED``, a :class:`SolverUnavailable` (e.g.
+  :class:`LicenceLimit`) propagates to the caller;
+* :meth:`Backend._objective` — per objective, what both sides share (e.g. the cost vector loaded
+  into the model); an exception makes both sides of that objective ``FAILED``;
+* :meth:`Backend._solve_side` — one objective, one sense: ``(padded dual bound, Status)``, where a
+  side without a usable dual bound is :func:`failed_side`; an exception makes that side ``FAILED``;
+* :meth:`Backend._release` — free the model (always called after the loop).
 """
 from __future__ import annotations
 
 import enum
+import importlib
+import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -52,15 +65,92 @@ class ObjectiveBound:
 
 
 class Backend:
-    """Base class: subclasses implement :meth:`bound` and set ``name`` and ``exact``."""
+    """Base class: subclasses set ``name`` and ``exact`` and implement the hooks below (see the
+    module docstring); :meth:`bound` is the shared loop over objectives and senses.
+
+    ``package``/``missing``: an optional solver package the backend needs and the message of the
+    :class:`SolverUnavailable` raised at construction when it does not import."""
 
     name: str = "base"
     exact: bool = False  # True when bilinear terms are kept (not relaxed)
+    package: str | None = None
+    missing: str = ""
+
+    def __init__(self) -> None:
+        if self.package is not None:
+            try:
+                importlib.import_module(self.package)
+            except ImportError as e:
+                raise SolverUnavailable(self.missing) from e
 
     def bound(
         self, program: Program, objectives: Sequence[LinearExpr], options: SolveOptions
     ) -> list[ObjectiveBound]:
+        """Sound [lower, upper] of each objective: the solver's padded dual bound per side.
+
+        Raises :class:`SolverUnavailable` (e.g. :class:`LicenceLimit`) when the backend cannot
+        take ``program`` at all; any other failure is reported as ``Status.FAILED``."""
+        objectives = list(objectives)
+        try:
+            state = self._prepare(program, options)
+        except SolverUnavailable:
+            raise
+        except Exception:
+            return [ObjectiveBound(-np.inf, np.inf, Status.FAILED, Status.FAILED) for _ in objectives]
+        try:
+            return [self._bound_objective(state, obj, options) for obj in objectives]
+        finally:
+            self._release(state)
+
+    def _bound_objective(self, state: Any, obj: LinearExpr, options: SolveOptions) -> ObjectiveBound:
+        t0 = time.perf_counter()
+        try:
+            task = self._objective(state, obj)
+        except Exception:
+            return ObjectiveBound(-np.inf, np.inf, Status.FAILED, Status.FAILED, time.perf_counter() - t0)
+        sides = []
+        for sense_min in (True, False):
+            try:
+                sides.append(self._solve_side(state, task, sense_min, options))
+            except SolverUnavailable:
+                raise
+            except Exception:
+                sides.append(failed_side(sense_min))
+        (lo, ls), (hi, us) = sides
+        return ObjectiveBound(lo, hi, ls, us, time.perf_counter() - t0)
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def _prepare(self, program: Program, options: SolveOptions) -> Any:
+        """The solver model for ``program``, built once for all objectives."""
         raise NotImplementedError
+
+    def _objective(self, state: Any, obj: LinearExpr) -> Any:
+        """What both sides of ``obj`` share (default: the objective itself)."""
+        return obj
+
+    def _solve_side(self, state: Any, task: Any, sense_min: bool, options: SolveOptions) -> tuple[float, Status]:
+        """The padded dual bound of one objective in one sense, and its status."""
+        raise NotImplementedError
+
+    def _release(self, state: Any) -> None:
+        """Free what :meth:`_prepare` built (default: nothing)."""
+
+
+def failed_side(sense_min: bool) -> tuple[float, Status]:
+    """A side without a usable dual bound: ``-inf`` (lower) or ``+inf`` (upper), ``FAILED``."""
+    return (-np.inf if sense_min else np.inf), Status.FAILED
+
+
+def dense_cost(obj: LinearExpr, n: int) -> np.ndarray:
+    """The objective's coefficients as a dense vector over ``n`` variables (repeats summed)."""
+    c = np.zeros(n)
+    np.add.at(c, np.asarray(obj.idx, dtype=np.int64), np.asarray(obj.coef, dtype=np.float64))
+    return c
+
+
+def time_limit(options: SolveOptions) -> float | None:
+    """The per-side time limit in seconds (negative taken as 0), or None for no limit."""
+    return None if options.time_limit is None else float(max(options.time_limit, 0.0))
 
 
 def pad_outward(value: float, sense_min: bool, abs_tol: float, rel_tol: float) -> float:

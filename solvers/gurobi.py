@@ -13,14 +13,14 @@ The pip wheel ships a size-limited licence. Measured with gurobipy 13: at most 2
 from __future__ import annotations
 
 import functools
-import time
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from mibpcert.ir.program import LinearExpr, Program
 
-from .base import Backend, LicenceLimit, ObjectiveBound, SolveOptions, SolverUnavailable, Status, pad_outward
+from .base import Backend, LicenceLimit, SolveOptions, Status, dense_cost, failed_side, pad_outward, time_limit
 
 LICENCE_ERRNO = 10010  # GRB_ERROR_SIZE_LIMIT_EXCEEDED
 # Limits of the size-limited (pip) licence, measured with gurobipy 13.0.
@@ -62,70 +62,65 @@ def exceeds_limited_licence(program: Program) -> bool:
     return program.num_bilinear > 0 and program.num_vars > LIMITED_MAX_VARS_QUADRATIC
 
 
+@dataclass
+class _Model:
+    env: Any  # gurobipy.Env
+    model: Any  # gurobipy.Model
+    x: Any  # gurobipy.MVar over the program's variables
+    program: Program
+
+
 class GurobiBackend(Backend):
-    """Exact bounds over the program with Gurobi's nonconvex MIQCP solver."""
+    """Exact bounds over the program with Gurobi's nonconvex MIQCP solver: padded ``ObjBound``.
+
+    :meth:`bound` raises :class:`LicenceLimit` when the licence is too small for the program."""
 
     name = "gurobi"
     exact = True
+    package = "gurobipy"
+    missing = (
+        "gurobipy is not installed (pip install gurobipy, size-limited licence included); "
+        "alternatives: backend='highs' (McCormick relaxation) or backend='scip' (exact)"
+    )
 
-    def __init__(self) -> None:
-        try:
-            import gurobipy  # noqa: F401
-        except ImportError as e:
-            raise SolverUnavailable(
-                "gurobipy is not installed (pip install gurobipy, size-limited licence included); "
-                "alternatives: backend='highs' (McCormick relaxation) or backend='scip' (exact)"
-            ) from e
-
-    def bound(
-        self, program: Program, objectives: Sequence[LinearExpr], options: SolveOptions
-    ) -> list[ObjectiveBound]:
-        """Sound [lower, upper] of each objective: padded ``ObjBound`` of the exact program.
-
-        Raises :class:`LicenceLimit` when the licence is too small for ``program``."""
+    def _prepare(self, program: Program, options: SolveOptions) -> _Model:
         import gurobipy as gp
 
-        objectives = list(objectives)
         if exceeds_limited_licence(program):
             try:
                 limited = licence_is_size_limited()
             except Exception:
-                limited = False  # cannot tell; the optimize call below will say
+                limited = False  # cannot tell; the optimize call will say
             if limited:
                 raise LicenceLimit(_too_large_message(program))
-        fail = [ObjectiveBound(-np.inf, np.inf, Status.FAILED, Status.FAILED) for _ in objectives]
-        env = model = None
+        env = None
         try:
-            try:
-                env = gp.Env(params={"OutputFlag": 0})
-                model, x = self._build(gp, env, program, options)
-            except gp.GurobiError as e:
-                if e.errno == LICENCE_ERRNO:
-                    raise LicenceLimit(_too_large_message(program)) from e
-                return fail
-            except Exception:
-                return fail
-            out = []
-            for obj in objectives:
-                t0 = time.perf_counter()
-                sides = []
-                for sense_min in (True, False):
-                    try:
-                        sides.append(self._solve_side(gp, model, x, obj, sense_min, options))
-                    except gp.GurobiError as e:
-                        if e.errno == LICENCE_ERRNO:
-                            raise LicenceLimit(_too_large_message(program)) from e
-                        sides.append((-np.inf if sense_min else np.inf, Status.FAILED))
-                    except Exception:
-                        sides.append((-np.inf if sense_min else np.inf, Status.FAILED))
-                (lo, ls), (hi, us) = sides
-                out.append(ObjectiveBound(lo, hi, ls, us, time.perf_counter() - t0))
-            return out
-        finally:
-            if model is not None:
-                model.dispose()
+            env = gp.Env(params={"OutputFlag": 0})
+            model, x = self._build(gp, env, program, options)
+        except Exception as e:
             if env is not None:
                 env.dispose()
+            if isinstance(e, gp.GurobiError) and e.errno == LICENCE_ERRNO:
+                raise LicenceLimit(_too_large_message(program)) from e
+            raise
+        return _Model(env, model, x, program)
+
+    def _objective(self, state: _Model, obj: LinearExpr) -> tuple[LinearExpr, np.ndarray]:
+        return obj, dense_cost(obj, state.x.shape[0])
+
+    def _solve_side(self, state: _Model, task, sense_min: bool, options: SolveOptions) -> tuple[float, Status]:
+        import gurobipy as gp
+
+        try:
+            return self._side(gp, state.model, state.x, *task, sense_min)
+        except gp.GurobiError as e:
+            if e.errno == LICENCE_ERRNO:
+                raise LicenceLimit(_too_large_message(state.program)) from e
+            raise
+
+    def _release(self, state: _Model) -> None:
+        state.model.dispose()
+        state.env.dispose()
 
     @staticmethod
     def _build(gp, env, program: Program, options: SolveOptions):
@@ -150,7 +145,7 @@ class GurobiBackend(Backend):
         p.NonConvex = 2
         p.Threads = int(options.threads) if options.threads else 0
         if options.time_limit is not None:
-            p.TimeLimit = float(max(options.time_limit, 0.0))
+            p.TimeLimit = time_limit(options)
         p.FeasibilityTol = 1e-9
         p.IntFeasTol = 1e-9
         p.OptimalityTol = 1e-9
@@ -167,13 +162,11 @@ class GurobiBackend(Backend):
         return model, x
 
     @staticmethod
-    def _solve_side(gp, model, x, obj: LinearExpr, sense_min: bool, options: SolveOptions):
-        c = np.zeros(x.shape[0])
-        np.add.at(c, np.asarray(obj.idx, dtype=np.int64), np.asarray(obj.coef, dtype=np.float64))
+    def _side(gp, model, x, obj: LinearExpr, c: np.ndarray, sense_min: bool) -> tuple[float, Status]:
         model.setObjective(c @ x + float(obj.const), gp.GRB.MINIMIZE if sense_min else gp.GRB.MAXIMIZE)
         model.optimize()
         st = model.Status
-        bad = (-np.inf if sense_min else np.inf, Status.FAILED)
+        bad = failed_side(sense_min)
         if st == gp.GRB.OPTIMAL:
             status = Status.OPTIMAL
         elif st in (gp.GRB.TIME_LIMIT, gp.GRB.NODE_LIMIT, gp.GRB.ITERATION_LIMIT,

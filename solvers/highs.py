@@ -21,24 +21,25 @@ How each bound is read:
 """
 from __future__ import annotations
 
-import time
-from typing import Sequence
+from dataclasses import dataclass
 
+import highspy
 import numpy as np
+import scipy.sparse as sp
 
 from mibpcert.ir.program import LinearExpr, Program
 
-from .base import Backend, ObjectiveBound, SolveOptions, SolverUnavailable, Status, pad_outward
+from .base import Backend, SolveOptions, Status, dense_cost, failed_side, pad_outward, time_limit
 from .mccormick import relax
 
 _EPS = np.finfo(np.float64).eps
 _SCHEDULER_THREADS: int | None = None  # thread count of HiGHS's global scheduler, once we set it
-
-
-def _dense_cost(obj: LinearExpr, n: int) -> np.ndarray:
-    c = np.zeros(n)
-    np.add.at(c, np.asarray(obj.idx, dtype=np.int64), np.asarray(obj.coef, dtype=np.float64))
-    return c
+_LIMIT_STATUSES = frozenset({
+    highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kIterationLimit,
+    highspy.HighsModelStatus.kSolutionLimit, highspy.HighsModelStatus.kInterrupt,
+    highspy.HighsModelStatus.kHighsInterrupt, highspy.HighsModelStatus.kObjectiveBound,
+    highspy.HighsModelStatus.kObjectiveTarget, highspy.HighsModelStatus.kMemoryLimit,
+})
 
 
 class LagrangianBound:
@@ -47,8 +48,6 @@ class LagrangianBound:
     once per program, since the bound is evaluated for every objective side."""
 
     def __init__(self, A, row_lb: np.ndarray, row_ub: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> None:
-        import scipy.sparse as sp
-
         A = sp.csr_matrix(A)
         self.AT = A.T.tocsr()
         self.absAT = abs(self.AT)
@@ -87,62 +86,46 @@ def safe_lp_bound(
     return LagrangianBound(A, row_lb, row_ub, lb, ub)(c, y, sense_min)
 
 
-def _limit_statuses() -> frozenset:
-    import highspy
+@dataclass
+class _Loaded:
+    """A relaxed program loaded into HiGHS, with what every objective side needs."""
 
-    M = highspy.HighsModelStatus
-    return frozenset({M.kTimeLimit, M.kIterationLimit, M.kSolutionLimit, M.kInterrupt,
-                      M.kHighsInterrupt, M.kObjectiveBound, M.kObjectiveTarget, M.kMemoryLimit})
+    h: "highspy.Highs"
+    is_mip: bool
+    rel: Program
+    lag: LagrangianBound
+    cols: np.ndarray
 
 
 class HighsBackend(Backend):
-    """McCormick relaxation solved by HiGHS (``relax="milp"`` keeps binaries, ``"lp"`` drops them)."""
+    """McCormick relaxation solved by HiGHS (``relax="milp"`` keeps binaries, ``"lp"`` drops them).
+    Sound [lower, upper] of each objective over the relaxed program (see module doc)."""
 
     name = "highs"
     exact = False
 
-    def __init__(self) -> None:
-        try:
-            import highspy  # noqa: F401
-        except ImportError as e:  # pragma: no cover - highspy is a hard dependency
-            raise SolverUnavailable("highspy is not installed (pip install highspy)") from e
-
-    def bound(
-        self, program: Program, objectives: Sequence[LinearExpr], options: SolveOptions
-    ) -> list[ObjectiveBound]:
-        """Sound [lower, upper] of each objective over the relaxed program (see module doc)."""
-        objectives = list(objectives)
-        fail = [ObjectiveBound(-np.inf, np.inf, Status.FAILED, Status.FAILED) for _ in objectives]
-        try:
-            rel = relax(program, options.relax, options.partitions)
-            h, is_mip = self._load(rel, program, options)
-        except Exception:
-            return fail
-        out: list[ObjectiveBound] = []
-        n = rel.num_vars
-        cols = np.arange(n, dtype=np.int32)
+    def _prepare(self, program: Program, options: SolveOptions) -> _Loaded:
+        rel = relax(program, options.relax, options.partitions)
+        h, is_mip = self._load(rel, program, options)
         lag = LagrangianBound(rel.A, rel.row_lb, rel.row_ub, rel.lb, rel.ub)
-        for obj in objectives:
-            t0 = time.perf_counter()
-            res = []
-            try:
-                c = _dense_cost(obj, n) if n else np.zeros(0)
-                if n:
-                    h.changeColsCost(n, cols, c)
-                for sense_min in (True, False):
-                    res.append(self._solve_side(h, is_mip, c, lag, rel, sense_min, options.time_limit))
-            except Exception:
-                res = [(-np.inf, Status.FAILED), (np.inf, Status.FAILED)]
-            const = float(obj.const)
-            (lo, ls), (hi, us) = res
-            out.append(ObjectiveBound(lo + const, hi + const, ls, us, time.perf_counter() - t0))
-        return out
+        return _Loaded(h, is_mip, rel, lag, np.arange(rel.num_vars, dtype=np.int32))
+
+    def _objective(self, state: _Loaded, obj: LinearExpr) -> tuple[np.ndarray, float]:
+        """Only the costs change between objectives, so LP re-solves start from the last basis."""
+        n = state.rel.num_vars
+        c = dense_cost(obj, n) if n else np.zeros(0)
+        if n:
+            state.h.changeColsCost(n, state.cols, c)
+        return c, float(obj.const)
+
+    def _solve_side(self, state: _Loaded, task, sense_min: bool, options: SolveOptions) -> tuple[float, Status]:
+        c, const = task
+        v, status = self._side(state.h, state.is_mip, c, state.lag, state.rel, sense_min, options)
+        return v + const, status
 
     # -- internals -------------------------------------------------------------------------------
     @staticmethod
     def _load(rel: Program, program: Program, options: SolveOptions):
-        import highspy
-
         h = highspy.Highs()
         h.setOptionValue("output_flag", False)
         for key, val in (
@@ -155,7 +138,7 @@ class HighsBackend(Backend):
         ):
             h.setOptionValue(key, val)
         if options.time_limit is not None:
-            h.setOptionValue("time_limit", float(max(options.time_limit, 0.0)))
+            h.setOptionValue("time_limit", time_limit(options))
         global _SCHEDULER_THREADS
         want = int(options.threads) if options.threads and options.threads > 0 else _SCHEDULER_THREADS
         if want is not None:
@@ -203,14 +186,14 @@ class HighsBackend(Backend):
         return h, is_mip
 
     @staticmethod
-    def _solve_side(h, is_mip: bool, c: np.ndarray, lag: "LagrangianBound", rel: Program, sense_min: bool, limit=None):
-        import highspy
-
+    def _side(h, is_mip: bool, c: np.ndarray, lag: LagrangianBound, rel: Program, sense_min: bool,
+              options: SolveOptions) -> tuple[float, Status]:
+        """The padded bound of ``c^T x`` in one sense, before the objective's constant."""
         if rel.num_vars == 0:
             return 0.0, Status.OPTIMAL
         h.changeObjectiveSense(highspy.ObjSense.kMinimize if sense_min else highspy.ObjSense.kMaximize)
-        if limit is not None:  # HiGHS counts time_limit against the model's total run time
-            h.setOptionValue("time_limit", float(h.getRunTime()) + float(max(limit, 0.0)))
+        if options.time_limit is not None:  # HiGHS counts time_limit against the model's total run time
+            h.setOptionValue("time_limit", float(h.getRunTime()) + time_limit(options))
         rs = h.run()
         ms = h.getModelStatus()
         if rs == highspy.HighsStatus.kError and ms == highspy.HighsModelStatus.kNotset:
@@ -218,7 +201,7 @@ class HighsBackend(Backend):
             highspy.Highs.resetGlobalScheduler(True)
             rs = h.run()
             ms = h.getModelStatus()
-        bad = (-np.inf, Status.FAILED) if sense_min else (np.inf, Status.FAILED)
+        bad = failed_side(sense_min)
         info = h.getInfo()
         # Only a completed or limit-stopped run has a meaningful dual side. Infeasible means the
         # relaxation is empty (an encoding bug): FAILED, so the caller falls back.
@@ -226,7 +209,7 @@ class HighsBackend(Backend):
             return bad
         if ms == highspy.HighsModelStatus.kOptimal:
             status = Status.OPTIMAL
-        elif ms in _limit_statuses():
+        elif ms in _LIMIT_STATUSES:
             status = Status.TIME_LIMIT
         else:
             return bad

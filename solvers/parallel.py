@@ -20,6 +20,7 @@ from typing import Sequence
 from mibpcert.ir.program import LinearExpr, Program
 
 from .base import ObjectiveBound, SolveOptions
+from .registry import get_backend
 
 # (program, objectives) or (program, objectives, warm_start): a job's own feasible start point
 # replaces ``options.warm_start`` for that job.
@@ -28,8 +29,6 @@ Job = tuple
 
 def _solve_jobs(backend_name: str, jobs: list[Job], options: SolveOptions) -> list[list[ObjectiveBound]]:
     """Bound each job with a fresh backend (runs in a worker, or in-process when serial)."""
-    from . import get_backend
-
     backend = get_backend(backend_name)
     out = []
     for job in jobs:

@@ -23,15 +23,18 @@ allow a rigorous LP bound as in :mod:`mibpcert.solvers.highs`.
 from __future__ import annotations
 
 import math
-import time
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from mibpcert.ir.program import LinearExpr, Program
 
-from .base import Backend, LicenceLimit, ObjectiveBound, SolveOptions, SolverUnavailable, Status, pad_outward
+from .base import (
+    Backend, LicenceLimit, SolveOptions, SolverUnavailable, Status, dense_cost, failed_side, pad_outward, time_limit,
+)
 from .mccormick import relax
+from .scip import unverified_reason
 
 
 def _handles_nonconvex(solver_name: str) -> bool:
@@ -47,6 +50,19 @@ def _num(v) -> float | None:
     return f if math.isfinite(f) else None
 
 
+@dataclass
+class _Loaded:
+    """The Pyomo model of a program (or of its relaxation) and the solver that bounds it."""
+
+    pe: Any  # the pyomo.environ module
+    prog: Program
+    model: Any
+    solver: Any
+    kwargs: dict
+    is_lp: bool  # no bilinear rows and no binaries: an LP
+    has_int: bool  # integer variables present (then the plugins report a dual bound)
+
+
 class PyomoBackend(Backend):
     """Bounds via ``pyomo.environ.SolverFactory(solver_name)``."""
 
@@ -57,8 +73,6 @@ class PyomoBackend(Backend):
         self.name = f"pyomo:{solver_name}"
         self.exact = _handles_nonconvex(solver_name)
         if "scip" in solver_name.lower():
-            from .scip import unverified_reason
-
             reason = unverified_reason()
             if reason is not None:
                 raise SolverUnavailable(reason)
@@ -80,71 +94,56 @@ class PyomoBackend(Backend):
                 "'pyomo:gurobi_direct', or backend='highs'/'scip'"
             )
 
-    def bound(
-        self, program: Program, objectives: Sequence[LinearExpr], options: SolveOptions
-    ) -> list[ObjectiveBound]:
-        """Sound [lower, upper] of each objective (exact program or its McCormick relaxation)."""
-        objectives = list(objectives)
-        fail = [ObjectiveBound(-np.inf, np.inf, Status.FAILED, Status.FAILED) for _ in objectives]
-        try:
-            import pyomo.environ as pe
-            from pyomo.opt import SolverFactory
+    def _prepare(self, program: Program, options: SolveOptions) -> _Loaded:
+        import pyomo.environ as pe
+        from pyomo.opt import SolverFactory
 
-            prog = program if self.exact else relax(program, options.relax, options.partitions)
-            model = self._build(pe, prog)
-            if self.exact and not prog.is_binary.any():
-                # Pyomo's gurobi plugins report ObjVal (an incumbent) as both bounds of a model
-                # without integer variables, even a nonconvex one; an unused binary makes them
-                # report ObjBound instead.
-                model.force_mip = pe.Var(domain=pe.Binary)
-            solver = SolverFactory(self.solver_name)
-            self._set_options(solver, options)
-        except Exception:
-            return fail
-        is_lp = prog.num_bilinear == 0 and not prog.is_binary.any()
-        has_int = bool(prog.is_binary.any()) or hasattr(model, "force_mip")
+        prog = program if self.exact else relax(program, options.relax, options.partitions)
+        model = self._build(pe, prog)
+        if self.exact and not prog.is_binary.any():
+            # Pyomo's gurobi plugins report ObjVal (an incumbent) as both bounds of a model
+            # without integer variables, even a nonconvex one; an unused binary makes them
+            # report ObjBound instead.
+            model.force_mip = pe.Var(domain=pe.Binary)
+        solver = SolverFactory(self.solver_name)
+        self._set_options(solver, options)
         kwargs: dict = {"load_solutions": False}
         if options.time_limit is not None:
-            kwargs["timelimit"] = float(max(options.time_limit, 0.0))
-        out = []
-        for obj in objectives:
-            t0 = time.perf_counter()
-            try:
-                c = np.zeros(prog.num_vars)
-                np.add.at(c, np.asarray(obj.idx, dtype=np.int64), np.asarray(obj.coef, dtype=np.float64))
-                nz = np.flatnonzero(c)
-                const = float(obj.const)
-                expr = sum(float(c[j]) * model.x[int(j)] for j in nz)
-            except Exception:
-                out.append(ObjectiveBound(-np.inf, np.inf, Status.FAILED, Status.FAILED, 0.0))
-                continue
-            if nz.size == 0:
-                out.append(ObjectiveBound(const, const, Status.OPTIMAL, Status.OPTIMAL, 0.0))
-                continue
-            pad = 1e-6 * (1.0 + float(np.abs(c).sum()))
-            sides = []
-            for sense_min in (True, False):
-                try:
-                    if hasattr(model, "obj"):
-                        model.del_component(model.obj)
-                    model.obj = pe.Objective(expr=expr, sense=pe.minimize if sense_min else pe.maximize)
-                    res = solver.solve(model, **kwargs)
-                    v, st = self._read(res, sense_min, is_lp, has_int)
-                except Exception as e:
-                    if "size-limited" in str(e).lower():
-                        raise LicenceLimit(
-                            f"program has {prog.num_vars} variables / {prog.num_rows} constraints, "
-                            "more than the size-limited Gurobi licence allows; use per-sample programs "
-                            "(mode='per_sample'), a smaller model, or backend='highs'"
-                        ) from e
-                    v, st = None, Status.FAILED
-                if v is None:
-                    sides.append((-np.inf if sense_min else np.inf, Status.FAILED))
-                else:
-                    sides.append((float(pad_outward(v + const, sense_min, pad, 1e-6)), st))
-            (lo, ls), (hi, us) = sides
-            out.append(ObjectiveBound(lo, hi, ls, us, time.perf_counter() - t0))
-        return out
+            kwargs["timelimit"] = time_limit(options)
+        return _Loaded(
+            pe, prog, model, solver, kwargs,
+            is_lp=prog.num_bilinear == 0 and not prog.is_binary.any(),
+            has_int=bool(prog.is_binary.any()) or hasattr(model, "force_mip"),
+        )
+
+    def _objective(self, state: _Loaded, obj: LinearExpr):
+        c = dense_cost(obj, state.prog.num_vars)
+        nz = np.flatnonzero(c)
+        expr = sum(float(c[j]) * state.model.x[int(j)] for j in nz)
+        return expr, nz.size, float(obj.const), 1e-6 * (1.0 + float(np.abs(c).sum()))
+
+    def _solve_side(self, state: _Loaded, task, sense_min: bool, options: SolveOptions) -> tuple[float, Status]:
+        expr, nnz, const, pad = task
+        if nnz == 0:  # a constant objective
+            return const, Status.OPTIMAL
+        pe, model, prog = state.pe, state.model, state.prog
+        try:
+            if hasattr(model, "obj"):
+                model.del_component(model.obj)
+            model.obj = pe.Objective(expr=expr, sense=pe.minimize if sense_min else pe.maximize)
+            res = state.solver.solve(model, **state.kwargs)
+            v, st = self._read(res, sense_min, state.is_lp, state.has_int)
+        except Exception as e:
+            if "size-limited" in str(e).lower():
+                raise LicenceLimit(
+                    f"program has {prog.num_vars} variables / {prog.num_rows} constraints, "
+                    "more than the size-limited Gurobi licence allows; use per-sample programs "
+                    "(mode='per_sample'), a smaller model, or backend='highs'"
+                ) from e
+            raise
+        if v is None:
+            return failed_side(sense_min)
+        return float(pad_outward(v + const, sense_min, pad, 1e-6)), st
 
     # -- internals -------------------------------------------------------------------------------
     @staticmethod

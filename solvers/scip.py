@@ -23,14 +23,14 @@ that cut off feasible points in our enumeration tests.
 from __future__ import annotations
 
 import os
-import time
-from typing import Sequence
 
 import numpy as np
 
 from mibpcert.ir.program import LinearExpr, Program
 
-from .base import Backend, ObjectiveBound, SolveOptions, SolverUnavailable, Status, pad_outward
+from .base import (
+    Backend, SolveOptions, SolverUnavailable, Status, dense_cost, failed_side, pad_outward, time_limit,
+)
 
 _LIMIT_STATUSES = {
     "timelimit", "nodelimit", "totalnodelimit", "stallnodelimit", "memlimit",
@@ -71,46 +71,37 @@ class ScipBackend(Backend):
 
     name = "scip"
     exact = True
+    package = "pyscipopt"
+    missing = (
+        "pyscipopt is not installed (pip install pyscipopt); alternatives: "
+        "backend='highs' (McCormick relaxation) or backend='gurobi' (exact, size-limited)"
+    )
 
     def __init__(self) -> None:
-        try:
-            import pyscipopt  # noqa: F401
-        except ImportError as e:
-            raise SolverUnavailable(
-                "pyscipopt is not installed (pip install pyscipopt); alternatives: "
-                "backend='highs' (McCormick relaxation) or backend='gurobi' (exact, size-limited)"
-            ) from e
+        super().__init__()
         reason = unverified_reason()
         if reason is not None:
             raise SolverUnavailable(reason)
 
-    def bound(
-        self, program: Program, objectives: Sequence[LinearExpr], options: SolveOptions
-    ) -> list[ObjectiveBound]:
-        """Sound [lower, upper] of each objective: padded SCIP dual bound of the exact program."""
-        objectives = list(objectives)
-        out = []
-        for obj in objectives:
-            t0 = time.perf_counter()
-            sides = []
-            for sense_min in (True, False):
-                # a fresh model per side: re-using one model across objectives (freeTransform and a
-                # new objective) gave dual bounds that excluded feasible points in our tests
-                model = None
+    def _prepare(self, program: Program, options: SolveOptions) -> Program:
+        return program  # every side builds its own model (see the module docstring)
+
+    def _objective(self, program: Program, obj: LinearExpr) -> tuple[LinearExpr, np.ndarray]:
+        return obj, dense_cost(obj, program.num_vars)
+
+    def _solve_side(self, program: Program, task, sense_min: bool, options: SolveOptions) -> tuple[float, Status]:
+        # a fresh model per side: re-using one model across objectives (freeTransform and a new
+        # objective) gave dual bounds that excluded feasible points in our tests
+        model = None
+        try:
+            model, x = self._build(program, options)
+            return self._side(model, x, *task, sense_min)
+        finally:
+            if model is not None:
                 try:
-                    model, x = self._build(program, options)
-                    sides.append(self._solve_side(model, x, obj, sense_min, program, options))
+                    model.freeProb()
                 except Exception:
-                    sides.append((-np.inf if sense_min else np.inf, Status.FAILED))
-                finally:
-                    if model is not None:
-                        try:
-                            model.freeProb()
-                        except Exception:
-                            pass
-            (lo, ls), (hi, us) = sides
-            out.append(ObjectiveBound(lo, hi, ls, us, time.perf_counter() - t0))
-        return out
+                    pass
 
     @staticmethod
     def _build(program: Program, options: SolveOptions):
@@ -152,17 +143,15 @@ class ScipBackend(Backend):
         m.setParam("limits/absgap", 1e-7)
         m.setParam("randomization/randomseedshift", 0)
         if options.time_limit is not None:
-            m.setParam("limits/time", float(max(options.time_limit, 0.0)))
+            m.setParam("limits/time", time_limit(options))
         for key, val in options.extra.items():
             m.setParam(key, val)
         return m, x
 
     @staticmethod
-    def _solve_side(model, x, obj: LinearExpr, sense_min: bool, program: Program, options: SolveOptions):
+    def _side(model, x, obj: LinearExpr, c: np.ndarray, sense_min: bool) -> tuple[float, Status]:
         import pyscipopt as ps
 
-        c = np.zeros(len(x))
-        np.add.at(c, np.asarray(obj.idx, dtype=np.int64), np.asarray(obj.coef, dtype=np.float64))
         nz = np.flatnonzero(c)
         expr = ps.quicksum(float(c[j]) * x[j] for j in nz) if nz.size else ps.Expr()
         model.setObjective(expr, "minimize" if sense_min else "maximize")
@@ -171,7 +160,7 @@ class ScipBackend(Backend):
         model.optimize()
         st = model.getStatus()
         v = float(model.getDualbound())
-        bad = (-np.inf if sense_min else np.inf, Status.FAILED)
+        bad = failed_side(sense_min)
         if st in ("optimal", "gaplimit"):
             status = Status.OPTIMAL
         elif st in _LIMIT_STATUSES:

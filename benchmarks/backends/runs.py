@@ -5,8 +5,8 @@ import contextlib
 import statistics
 import time
 
-import mibpcert.certificates as mcertify
-from mibpcert.certificates import certify
+import mibpcert.train as mtrain
+from mibpcert.certificates import certified_mask, certify
 from mibpcert.config import TrainConfig
 from mibpcert.interval.tensor import Interval
 from mibpcert.model import mlp
@@ -17,20 +17,20 @@ from mibpcert.train import BoundsDiverged, certified_train
 
 @contextlib.contextmanager
 def record_epoch_boxes(store: list):
-    """``certified_train(select_epoch=True)`` scores every epoch's box with
-    ``mibpcert.certificates.certified_mask`` (imported at that moment); wrapping it hands us each
-    epoch's box, so one run gives both the final and the validation-selected epoch."""
-    orig = mcertify.certified_mask
+    """``certified_train(select_epoch=True)`` scores every epoch's box with ``certified_mask``,
+    the name ``mibpcert.train`` imported from ``mibpcert.certificates``; wrapping that name hands us
+    each epoch's box, so one run gives both the final and the validation-selected epoch."""
+    orig = mtrain.certified_mask
 
-    def wrapped(spec, box, X, y, eps, loss, exact=False):
+    def wrapped(spec, box, *args, **kwargs):
         store.append({k: (v.lo.clone(), v.hi.clone()) for k, v in box.items()})
-        return orig(spec, box, X, y, eps, loss, exact)
+        return orig(spec, box, *args, **kwargs)
 
-    mcertify.certified_mask = wrapped
+    mtrain.certified_mask = wrapped
     try:
         yield
     finally:
-        mcertify.certified_mask = orig
+        mtrain.certified_mask = orig
 
 
 def train_run(d, hidden: int, seed: int, eps: float, lr: float, epochs: int, method: str = "interval",
@@ -65,7 +65,7 @@ def train_run(d, hidden: int, seed: int, eps: float, lr: float, epochs: int, met
         test_acc = []
         for b in boxes:
             box = {k: Interval(lo, hi, check=False) for k, (lo, hi) in b.items()}
-            test_acc.append(float(mcertify.certified_mask(spec, box, d.X_test, d.y_test, eps).double().mean()))
+            test_acc.append(float(certified_mask(spec, box, d.X_test, d.y_test, eps).double().mean()))
         rep = certify(res, d.X_test, d.y_test, test_eps=eps)  # selected epoch, through the public API
         if abs(rep.certified_accuracy - test_acc[res.selected_epoch]) > 1e-12:
             raise RuntimeError("hooked epoch box disagrees with certify() on the selected epoch")

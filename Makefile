@@ -29,10 +29,15 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# every script in benchmarks/ (common.py holds their shared helpers), then every package
+# benchmarks/<name>/ with a __main__.py, run as a module from the repository root
 bench: venv
 	@set -e; found=0; for f in benchmarks/*.py; do \
-		[ -f "$$f" ] || continue; found=1; \
+		[ -f "$$f" ] || continue; [ "$$f" != benchmarks/common.py ] || continue; found=1; \
 		echo "== $$f"; $(BIN)/python "$$f"; \
+	done; for d in benchmarks/*/__main__.py; do \
+		[ -f "$$d" ] || continue; found=1; m=$$(dirname "$$d" | tr / .); \
+		echo "== python -m $$m"; $(BIN)/python -m "$$m"; \
 	done; [ $$found = 1 ] || echo "no benchmark scripts in benchmarks/"
 
 clean-venv:

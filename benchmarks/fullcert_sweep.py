@@ -26,11 +26,11 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import sys
 import time
 
 import torch
+from common import mean_std, write_result
 
 from mibpcert.certificates import certify
 from mibpcert.config import TrainConfig
@@ -96,13 +96,6 @@ def run_one(seed: int, eps: float, lr: float, epochs: int, select: str) -> dict:
                 seconds=time.perf_counter() - t0, diverged=False)
 
 
-def mean_std(v: list[float]) -> str:
-    v = [x for x in v if x == x]
-    if not v:
-        return "–"
-    return f"{statistics.mean(v):.3f} ± {statistics.pstdev(v):.3f}"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=3, help="number of seeds (0 .. N-1), each seeds data and init")
@@ -143,7 +136,7 @@ def main(argv=None) -> int:
             epochs = ",".join(("div" if r["diverged"] else str(r["epoch"])) for r in runs)
             ref = REFERENCE.get(eps)
             paper = PAPER_TABLE1.get(eps)
-            line = (f"| {name} | {eps:g} | {mean_std(cert)} | {mean_std(clean)} | "
+            line = (f"| {name} | {eps:g} | {mean_std(cert, std_of_one=True)} | {mean_std(clean, std_of_one=True)} | "
                     f"{'' if ref is None else f'{ref:.2f}'} | "
                     f"{'' if paper is None else f'{paper[0]:.3f} ± {paper[1]:.3f}'} | {epochs} |")
             lines.append(line)
@@ -169,9 +162,7 @@ def main(argv=None) -> int:
         "",
         NOTES,
     ]
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write("\n".join(md) + "\n")
+    write_result(args.out, "\n".join(md) + "\n")
     print(f"wrote {args.out}")
     return 0
 

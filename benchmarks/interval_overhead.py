@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
-import io
 import os
 import platform
-import pstats
 import statistics
 import sys
 import time
@@ -40,6 +38,7 @@ from collections import Counter
 
 import torch
 import torch.nn.functional as F
+from common import profile_top, versions, write_result
 
 import mibpcert.train as mtrain
 from mibpcert.config import TrainConfig
@@ -271,12 +270,9 @@ def main(argv=None) -> int:
         pr.enable()
         cert_train(model, X, y, threat, configs["rounding on"])
         pr.disable()
-        buf = io.StringIO()
-        pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(15)
-        prof_s = buf.getvalue()
-        prof_s = prof_s[prof_s.find("ncalls"):].rstrip()
+        prof_s = profile_top(pr, 15)
 
-    env = (f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}, "
+    env = (f"{versions()}, {platform.machine()}, "
            f"{os.cpu_count()} CPUs, torch threads {args.threads}, load average at the end "
            f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
     md = [
@@ -304,9 +300,7 @@ def main(argv=None) -> int:
         md += ["", "cProfile of one `certified_train` run (rounding on), top 15 by own time "
                "(tensor operators called through Python operators, e.g. `*`, count as the caller's own time):",
                "", "```", prof_s, "```"]
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write("\n".join(md) + "\n")
+    write_result(args.out, "\n".join(md) + "\n")
     print(f"\nwrote {args.out}")
     return 0
 

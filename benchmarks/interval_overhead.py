@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from common import profile_top, versions, write_result
 
-import mibpcert.train as mtrain
+import mibpcert.bounders as mbounders
 from mibpcert.config import TrainConfig
 from mibpcert.data import two_moons
 from mibpcert.losses import per_sample_loss
@@ -70,7 +70,8 @@ def plain_train(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, lr: fl
 
 
 class StepTimer:
-    """Wraps the ``interval_step`` that ``mibpcert.train`` calls and adds up its wall time."""
+    """Wraps the ``interval_step`` that the step bounders (``mibpcert.bounders``) call and adds up its
+    wall time."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -84,11 +85,11 @@ class StepTimer:
             self.calls += 1
             return out
 
-        mtrain.interval_step = timed
+        mbounders.interval_step = timed
         return self
 
     def __exit__(self, *exc):
-        mtrain.interval_step = _interval_step
+        mbounders.interval_step = _interval_step
 
 
 def cert_train(model, X, y, threat, cfg, flush_denormal: bool = False):

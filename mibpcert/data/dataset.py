@@ -104,6 +104,12 @@ def split_validation(X: np.ndarray, y: np.ndarray, n_val: int, seed: int, strati
     return X_tr, y_tr, X_va, y_va
 
 
+def _standardized(train: np.ndarray, *others):
+    """``train`` and ``others`` (None stays None) standardised with the training statistics."""
+    mean, std = standardize_stats(train)
+    return [None if a is None else (a - mean) / std for a in (train, *others)]
+
+
 def build(
     parts: tuple[np.ndarray, ...],
     *,
@@ -116,17 +122,9 @@ def build(
 ) -> Dataset:
     X_tr, y_tr, X_va, y_va, X_te, y_te = parts
     if standardize:
-        mean, std = standardize_stats(X_tr)
-        X_tr = (X_tr - mean) / std
-        X_te = (X_te - mean) / std
-        if X_va is not None:
-            X_va = (X_va - mean) / std
+        X_tr, X_te, X_va = _standardized(X_tr, X_te, X_va)
     if standardize_targets:
-        m, s = standardize_stats(y_tr)
-        y_tr = (y_tr - m) / s
-        y_te = (y_te - m) / s
-        if y_va is not None:
-            y_va = (y_va - m) / s
+        y_tr, y_te, y_va = _standardized(y_tr, y_te, y_va)
     return Dataset(
         X_train=to_tensor(X_tr),
         y_train=to_tensor(y_tr),

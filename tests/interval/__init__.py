@@ -1,0 +1,1 @@
+"""Tests of mibpcert.interval (tensor operations, bounded losses, one interval SGD step)."""

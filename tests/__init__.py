@@ -1,1 +1,1 @@
-"""mibpcert test suite: one test module (or folder) per package module; see tests/README.md."""
+"""mibpcert test suite: one test module (or folder) per package module (layout: tests/README.md)."""

@@ -30,15 +30,22 @@ from tests.helpers.training import F64
 from tests.helpers.training import make_data as training_data
 from tests.helpers.training import task_info
 
+# the L0 / L1 cases enumerate the most poisoned sets (2-3 s each): `make test` only
+SLOW_CASES = {"l0-hinge", "l0_all-mse", "l1-mse"}
 
 
-@pytest.mark.parametrize("case_id", ['feature_values-mse', 'feature_values_all-hinge', 'onehot-hinge', 'onehot_all-mse', 'missing-mse', 'l0-hinge', 'l0_all-mse', 'l1-mse'])
+def slow_for(slow, ids):
+    return [pytest.param(c, marks=pytest.mark.slow) if c in slow else c for c in ids]
+
+
+
+@pytest.mark.parametrize("case_id", slow_for(SLOW_CASES, ['feature_values-mse', 'feature_values_all-hinge', 'onehot-hinge', 'onehot_all-mse', 'missing-mse', 'l0-hinge', 'l0_all-mse', 'l1-mse']))
 def test_interval_and_mibp_contain_every_poisoned_step(case_id):
     check_every_poisoned_step(case_id)
 
 
 @needs_exact
-@pytest.mark.parametrize("case_id", ['feature_values-mse', 'onehot-hinge', 'l0-hinge', 'missing-mse', 'l1-mse'])
+@pytest.mark.parametrize("case_id", slow_for(SLOW_CASES, ['feature_values-mse', 'onehot-hinge', 'l0-hinge', 'missing-mse', 'l1-mse']))
 def test_raw_joint_bounds_inside_interval_box(case_id):
     """The solver's own bounds (before intersecting) lie inside the interval step's box and
     around every poisoned step."""

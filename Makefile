@@ -1,6 +1,7 @@
 # mibpcert: one-command set-up, demo, tests and benchmarks.
 #   make demo   creates .venv (once) and runs the two-moons demo
-#   make test   creates .venv (once) and runs the whole test suite (slow tests included)
+#   make test   creates .venv (once) and runs the whole test suite (slow tests included), as CI does
+#   make test-fast  the quick loop: every test not marked slow (end-to-end soundness runs are slow)
 
 PYTHON ?= python3
 VENV   := .venv

@@ -3,11 +3,11 @@
 **Disabled unless opted in** (``MIBPCERT_ALLOW_UNVERIFIED_SCIP=1``). SCIP 10.0 (PySCIPOpt 6.3)
 reports status "optimal" with dual bounds that exclude parameters reached by plain torch training
 on enumerated poisoned data sets: on one-hot, union and FeatureValues step programs of
-``tests/test_threats_structured.py`` by up to 0.14. The same program written out by SCIP and read
+``tests/threats/`` (one-step union programs) by up to 0.14. The same program written out by SCIP and read
 by Gurobi gives the enumerated optimum, so the translation is right and the bound is wrong.
 Which programs fail changes with presolving, separation, heuristics, tolerances, a warm start
 or an explicit objective variable, and the looser of two configurations still failed, so no
-setting was found that makes it trustworthy; ``tests/test_solvers.py`` keeps one of these
+setting was found that makes it trustworthy; ``tests/solvers/test_scip.py`` keeps one of these
 programs as a regression check that fails once a SCIP release gets it right.
 
 Per objective and sense the bound is ``Model.getDualbound()`` (the global dual bound of SCIP's
@@ -131,7 +131,7 @@ class ScipBackend(Backend):
             m.addCons(x[int(z)] == x[int(u)] * x[int(v)])
         # Presolving and primal heuristics off: with either on, SCIP 10 reported "optimal" dual
         # bounds that cut off feasible points of our step programs (hinge, MSE and FeatureValues
-        # cases in tests/test_mibp_exactness.py); with both off the bounds match enumeration. Only
+        # cases in tests/encode/test_training_step.py); with both off the bounds match enumeration. Only
         # the dual bound is used, so heuristics are not needed.
         m.setPresolve(ps.SCIP_PARAMSETTING.OFF)
         m.setHeuristics(ps.SCIP_PARAMSETTING.OFF)

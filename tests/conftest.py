@@ -6,7 +6,15 @@ import torch
 # tensor takes milliseconds instead of microseconds on a busy machine)
 torch.set_num_threads(1)
 
-_TRAINING_MODULES = {"test_soundness_training", "test_bad_input", "test_certify", "test_checkpoint", "test_threats_guided"}
+# modules whose first test trains (module names follow the package layout: tests.<folder>.test_<module>)
+_TRAINING_MODULES = {
+    "tests.soundness.test_interval_training",
+    "tests.soundness.test_guided_structured_attacks",
+    "tests.test_data_checks",
+    "tests.test_certificates",
+    "tests.train.test_checkpoint",
+    "tests.train.test_recipe",
+}
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import torch.optim.optimizer as torch_optimizer
 
 from mibpcert import TrainConfig, certified_train, certify, describe, mlp
 from mibpcert.threats import LinfFeatures
+from tests.helpers.inputs import binary_data, train
 
 F64 = torch.float64
 nn = torch.nn
@@ -263,3 +264,31 @@ def test_model_dtype_other_than_the_config_is_announced(caplog):
     X, y = _data()
     certified_train(mlp([2, 3, 1], seed=0, dtype=torch.float32), X, y, LinfFeatures(0.01), TrainConfig(epochs=1, batch_size=20))
     assert "certifying SGD in torch.float64" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "model,match",
+    [
+        (lambda: torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1)), "unsupported layer '1' of type Tanh"),
+        (lambda: torch.nn.Sequential(torch.nn.Conv1d(1, 1, 2), torch.nn.Flatten(), torch.nn.Linear(1, 1)), "unsupported layer '0' of type Conv1d"),
+        (lambda: torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1), torch.nn.ReLU()), "last layer must be Linear"),
+        (lambda: torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(2, 1)), "ReLU must follow a Linear layer"),
+        (lambda: torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(4, 1)), "widths do not chain"),
+        (lambda: torch.nn.Sequential(), "no Linear layer"),
+        (lambda: torch.nn.Identity(), "unsupported model type Identity"),
+    ],
+)
+def test_unsupported_models(model, match):
+    X, y = binary_data()
+    with pytest.raises(TypeError, match=match):
+        train(model(), X, y)
+
+
+def test_mlp_widths_checked():
+    with pytest.raises(ValueError, match="widths"):
+        mlp([3])
+    with pytest.raises(ValueError, match="widths"):
+        mlp([3, 0, 1])

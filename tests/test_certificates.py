@@ -1,14 +1,16 @@
 """Certificates over a parameter box, checked against dense sampling of parameters in the box and
 of test inputs in the perturbation ball (plain torch forward passes)."""
 import copy
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from attacks import perturb_inputs, torch_loss
 from mibpcert import TrainConfig, certified_train, certify, mlp
 from mibpcert.threats import LabelFlip, LinfFeatures
+from tests.helpers.attacks import perturb_inputs, torch_loss
+from tests.helpers.inputs import CFG, binary_data, multi_data
 
 F64 = torch.float64
 
@@ -244,3 +246,72 @@ def test_binary_zero_logit_is_not_certified():
     assert torch.equal(rep.nominal_correct, yt == 0)
     # the trigger certificate uses the same strict rule
     assert certify(res, X[:4], yt, trigger_eps=0.0).backdoor_success_upper == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# certify arguments
+# ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# certify arguments
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_result():
+    torch.manual_seed(0)
+    X, y = binary_data()
+    return certified_train(mlp([2, 3, 1]), X, y, LinfFeatures(0.01), TrainConfig(**CFG)), X, y
+
+
+def test_certify_bad_arguments(small_result):
+    res, X, y = small_result
+    for eps in (-0.1, math.nan):
+        with pytest.raises(ValueError, match="test_eps must be a non-negative number"):
+            certify(res, X, y, test_eps=eps)
+        with pytest.raises(ValueError, match="trigger_eps must be a non-negative number"):
+            certify(res, X, y, trigger_eps=eps)
+    with pytest.raises(ValueError, match="test inputs have 3 features"):
+        certify(res, torch.randn(4, 3, dtype=F64), y[:4])
+    with pytest.raises(ValueError, match="test labels have 3 rows"):
+        certify(res, X[:4], y[:3])
+    with pytest.raises(ValueError, match="values 0 or 1"):
+        certify(res, X, y + 1)
+
+
+def _nan_result(res, name, index):
+    lo, hi = res.param_bounds[name]
+    lo, hi = lo.clone(), hi.clone()
+    lo.view(-1)[index] = math.nan
+    res.param_bounds = dict(res.param_bounds)
+    res.param_bounds[name] = (lo, hi)
+    return res
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+@pytest.mark.parametrize("where", ["first_weight", "last_bias", "inf_hidden"])
+def test_nan_bounds_never_certify(task, where):
+    torch.manual_seed(0)
+    if task == "binary":
+        X, y = binary_data(20)
+        model, loss = mlp([2, 4, 1], seed=0), "bce"
+    else:
+        X, y = multi_data(20)
+        model, loss = mlp([2, 4, 3], seed=0), "ce"
+    res = certified_train(model, X, y, LinfFeatures(1e-4), TrainConfig(epochs=1, lr=0.01, batch_size=10, loss=loss))
+    before = certify(res, X, y)
+    assert before.certified.any()  # without the NaN some points certify
+    if where == "first_weight":
+        res = _nan_result(res, "0.weight", 0)
+    elif where == "last_bias":
+        res = _nan_result(res, "2.bias", res.spec.out_features - 1)
+    else:
+        lo, hi = res.param_bounds["0.bias"]
+        hi = hi.clone()
+        hi[1] = math.inf
+        res.param_bounds = dict(res.param_bounds)
+        res.param_bounds["0.bias"] = (lo, hi)
+    rep = certify(res, X, y)
+    assert not rep.certified.any()
+    assert not rep.provably_wrong.any()
+    rep_t = certify(res, X, y, test_eps=0.01, trigger_eps=0.01)
+    assert not rep_t.certified.any()
+    assert rep_t.backdoor_success_upper == 1.0
+    assert rep.accuracy_bounds == (0.0, 1.0)

@@ -5,10 +5,11 @@ concrete poisoned runs stay inside the interval and MIBP boxes."""
 import pytest
 import torch
 
-from attacks import sgd_train
 from mibpcert import TrainConfig, certified_train, mlp
 from mibpcert.threats import LinfFeatures
-from test_mibp_soundness import assert_in_box, attack_nets, budget, make_data
+from tests.helpers.attacks import sgd_train
+from tests.helpers.bounds import assert_in_box
+from tests.helpers.mibp import attack_nets, budget, make_data
 
 EPS, LR, BATCH, EPOCHS, WD = 0.05, 0.4, 4, 2, 0.01
 FROZEN = ("0.weight", "0.bias")

@@ -11,21 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mibpcert import certify, mlp
 from mibpcert.losses import bounded_loss, per_sample_loss
 from mibpcert.interval.tensor import Interval, outward_rounding
+from tests.helpers.attacks import torch_loss
+from tests.helpers.inputs import binary_data, train
 
 F64 = torch.float64
-
-
-def torch_loss(name, z, y):
-    """Independent per-sample losses, straight from torch.nn.functional."""
-    if name == "bce":
-        return F.binary_cross_entropy_with_logits(z[:, 0], y.to(z.dtype), reduction="none")
-    if name == "hinge":
-        return torch.relu(1.0 - (2.0 * y.to(z.dtype) - 1.0) * z[:, 0])
-    if name == "ce":
-        return F.cross_entropy(z, y.long(), reduction="none")
-    return F.mse_loss(z, y.to(z.dtype), reduction="none").mean(dim=1)
 
 
 def loss_and_grad(name, z, y):
@@ -334,3 +326,22 @@ def test_masks_of_wrong_shape_rejected():
         bounded_loss("mse", z, torch.ones(4, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="unsupported loss"):
         bounded_loss("l1", z, torch.ones(4, 3, dtype=torch.bool))
+
+
+def test_loss_bounds_stay_in_the_loss_range_for_a_huge_box():
+    """A huge but finite box: the lower bound on every loss is >= 0 (it was about -1.8e285 for BCE)."""
+    torch.manual_seed(0)
+    X, y = binary_data(20)
+    res = train(mlp([2, 4, 1], seed=0), X, y, loss="bce")
+    res.param_bounds = {n: (lo - 1e150, hi + 1e150) for n, (lo, hi) in res.param_bounds.items()}
+    rep = certify(res, X, y)
+    lo, hi = rep.test_loss_bounds
+    assert 0.0 <= lo <= hi
+    from mibpcert.losses import bounded_loss, label_mask
+    from mibpcert.interval.tensor import Interval
+
+    z = Interval(torch.full((4, 3), -1e300, dtype=F64), torch.full((4, 3), 1e300, dtype=F64))
+    labels = torch.tensor([0, 1, 2, 0])
+    for loss, zz, lab in (("bce", z[:, :1], label_mask(labels % 2, 2)), ("hinge", z[:, :1], label_mask(labels % 2, 2)),
+                          ("ce", z, label_mask(labels, 3)), ("mse", z, Interval.point(torch.zeros(4, 3, dtype=F64)))):
+        assert bool((bounded_loss(loss, zz, lab)[0].lo >= 0).all()), loss

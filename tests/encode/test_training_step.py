@@ -3,7 +3,7 @@
 One SGD step of a 2-3-1 ReLU net on three samples with a *finite* threat (``FeatureValues``: one
 feature of each sample may take one of a few values, with or without a budget; ``LabelFlip(1)``):
 every poisoned data set is enumerated and trained for one step with plain torch SGD
-(``attacks.sgd_train``). In the first step the parameter box is a point, so the joint program
+(``tests/helpers/attacks.py``). In the first step the parameter box is a point, so the joint program
 describes exactly the set of reachable parameters (ReLU, hinge and value choices are encoded
 exactly with binaries): an exact backend's ``joint`` bounds must equal the enumerated minimum and
 maximum up to solver tolerance, ``1e-5 (1 + |v|)``. The McCormick relaxation (HiGHS) is exact too
@@ -27,13 +27,13 @@ import pytest
 import torch
 from torch.func import functional_call, grad, vmap
 
-from attacks import sgd_train, torch_loss
 from mibpcert import mlp
 from mibpcert.solvers import SolveOptions, SolverUnavailable, Status, get_backend
 from mibpcert.threats import FeatureValues, LabelFlip
-from test_mibp_soundness import (
-    F64, build_joint_step, flat_bounds, point_box, run_interval, run_mibp,
-)
+from tests.helpers.attacks import sgd_train, torch_loss
+from tests.helpers.backends import require
+from tests.helpers.bounds import flat_bounds, point_box
+from tests.helpers.mibp import F64, build_joint_step, run_interval, run_mibp
 
 LR = 0.5
 B = 3
@@ -178,20 +178,22 @@ def test_interval_box_is_loose_here(loss, threat_id):
     assert float(interval_gap(loss, threat_id).max()) > 1e-4
 
 
+@pytest.mark.slow  # one certified run per backend and case
 @pytest.mark.parametrize("loss,threat_id", CASES)
 @pytest.mark.parametrize("backend_id", ["gurobi", "highs-milp", "highs-lp"])
 def test_one_step_joint_bounds_vs_enumeration(backend_id, loss, threat_id):
     if backend_id == "gurobi":
-        pytest.importorskip("gurobipy")
+        require("gurobipy")
     res, gap = check_against_enumeration(backend_id, loss, threat_id)
     assert res.log[0].solver_bounds > 0 and res.log[0].fallback_bounds == 0
     # never looser than intervals
     assert (gap <= interval_gap(loss, threat_id) + 1e-12).all()
 
 
+@pytest.mark.slow  # one certified run per backend and case
 @pytest.mark.parametrize("loss,threat_id", [("hinge", "fv1_all"), ("mse", "fv2_k1"), ("bce", "flip_k1")])
 def test_one_step_pyomo_appsi_highs_vs_enumeration(loss, threat_id):
-    pytest.importorskip("pyomo")
+    require("pyomo")
     check_against_enumeration("pyomo-highs", loss, threat_id)
 
 
@@ -200,12 +202,13 @@ def test_one_step_pyomo_appsi_highs_vs_enumeration(loss, threat_id):
 # FeatureValues case of CASES, by 3e-4 (bce) up to 0.21 (mse), while the exact Gurobi bound and
 # the enumeration agreed, and SCIP's own checkSol accepted the cut-off point. Label flips (no
 # bilinear term at step 1) were fine.
+@pytest.mark.slow  # one certified run per backend and case
 @pytest.mark.parametrize(
     "loss,threat_id",
     [("hinge", "flip_k1"), ("bce", "flip_k1"), ("hinge", "fv1_all"), ("hinge", "fv2_k1"), ("mse", "fv1_all")],
 )
 def test_one_step_scip_vs_enumeration(loss, threat_id):
-    pytest.importorskip("pyscipopt")
+    require("pyscipopt")
     check_against_enumeration("scip", loss, threat_id)
 
 
@@ -213,7 +216,7 @@ def test_scip_step_program_bounds_contain_reachable_values():
     """Solver-level regression for the bug above: the joint program of hinge /
     FeatureValues(0, [0.7]); SCIP's upper bound on parameter 9 was 0.18995 while 0.30324 is
     reachable (enumeration) and feasible in the program (Gurobi's optimum, violation 1e-15)."""
-    pytest.importorskip("pyscipopt")
+    require("pyscipopt")
     model, X, y = problem("hinge")
     sp, _ = build_joint_step(model, point_box(model.state_dict()), X, y, THREATS["fv1_all"](), "hinge", LR)
     emin, emax, _ = enumerated("hinge", "fv1_all")
@@ -230,7 +233,7 @@ def test_scip_step_program_bounds_contain_reachable_values():
 @pytest.mark.parametrize("loss,threat_id", [("hinge", "fv2_all"), ("mse", "fv1_all"), ("hinge", "flip_k1")])
 def test_step_program_targets_and_constants_match_enumeration(loss, threat_id):
     """The encoder's objectives (exact backend Gurobi) and its constant entries, one by one."""
-    gp = pytest.importorskip("gurobipy")  # noqa: F841
+    require("gurobipy")
     model, X, y = problem(loss)
     sp, sb = build_joint_step(model, point_box(model.state_dict()), X, y, THREATS[threat_id](), loss, LR)
     assert sp.program.num_binaries > 0
@@ -245,7 +248,7 @@ def test_step_program_targets_and_constants_match_enumeration(loss, threat_id):
     try:
         res = get_backend("gurobi").bound(sp.program, sp.exprs, SolveOptions(time_limit=60, warm_start=sp.start))
     except SolverUnavailable as e:
-        pytest.skip(str(e))
+        pytest.fail(f"gurobi cannot run this check: {e}")
     for t, r in zip(sp.targets, res):
         assert r.lower_status == Status.OPTIMAL and r.upper_status == Status.OPTIMAL
         assert r.lower <= emin[t] and r.upper >= emax[t], t
@@ -286,11 +289,11 @@ def widened_program(loss, threat_id, width=0.05):
     return model, X, y, box, sp, sb
 
 
-def bound_or_skip(name, sp, relax="milp"):
+def bound_or_fail(name, sp, relax="milp"):
     try:
         return get_backend(name).bound(sp.program, sp.exprs, SolveOptions(time_limit=60, relax=relax, warm_start=sp.start))
-    except SolverUnavailable as e:
-        pytest.skip(f"{name}: {e}")
+    except SolverUnavailable as e:  # a missing package or a too small licence: fail, never skip
+        pytest.fail(f"{name} cannot run this check: {e}")
 
 
 def _arr(res):
@@ -303,12 +306,15 @@ WIDE_CASES = [("hinge", "flip_k1"), ("hinge", "fv1_all"), ("mse", "fv1_all")]
 @functools.lru_cache(maxsize=None)
 def wide_bounds(loss, threat_id, name, relax="milp"):
     _, _, _, _, sp, _ = widened_program(loss, threat_id)
-    return _arr(bound_or_skip(name, sp, relax))
+    return _arr(bound_or_fail(name, sp, relax))
 
 
-@pytest.mark.parametrize("loss,threat_id", WIDE_CASES)
+@pytest.mark.parametrize(
+    "loss,threat_id",
+    [pytest.param(*c, marks=pytest.mark.slow) if c == ("mse", "fv1_all") else c for c in WIDE_CASES],  # mse: 3 s
+)
 def test_widened_box_mccormick_contains_exact_and_samples(loss, threat_id):
-    pytest.importorskip("gurobipy")
+    require("gurobipy")
     model, X, y, box, sp, sb = widened_program(loss, threat_id)
     assert sp.program.num_bilinear > 0 and sp.program.num_binaries > 0
     g_lo, g_hi = wide_bounds(loss, threat_id, "gurobi")
@@ -336,8 +342,8 @@ def test_widened_box_mccormick_contains_exact_and_samples(loss, threat_id):
 
 @pytest.mark.parametrize("loss,threat_id", [("hinge", "flip_k1"), ("hinge", "fv1_all")])
 def test_widened_box_exact_backends_agree(loss, threat_id):
-    pytest.importorskip("gurobipy")
-    pytest.importorskip("pyscipopt")
+    require("gurobipy")
+    require("pyscipopt")
     g_lo, g_hi = wide_bounds(loss, threat_id, "gurobi")
     s_lo, s_hi = wide_bounds(loss, threat_id, "scip")
     tol = rel_tol(np.maximum(np.abs(g_lo), np.abs(g_hi)))

@@ -11,7 +11,7 @@ import itertools
 import pytest
 import torch
 
-from mibpcert.interval.tensor import Interval, linear, matmul, monotone, outward_rounding
+from mibpcert.interval.tensor import Interval, cast_down, cast_up, linear, matmul, monotone, outward_rounding
 
 F64 = torch.float64
 N_SAMPLES = 400
@@ -410,3 +410,33 @@ def test_from_mid_rad_contains():
     r = torch.rand(10, dtype=F64)
     iv = Interval.from_mid_rad(m, r)
     assert (iv.lo <= m - r).all() and (iv.hi >= m + r).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# conversion to a lower precision rounds outward
+# ---------------------------------------------------------------------------------------------
+F32 = torch.float32
+
+
+def test_interval_to_float32_contains_the_float64_interval():
+    g = torch.Generator().manual_seed(0)
+    lo = torch.randn(10000, generator=g, dtype=F64) * torch.logspace(-30, 30, 10000, dtype=F64)
+    hi = lo + torch.rand(10000, generator=g, dtype=F64) * 1e-9
+    iv = Interval(lo, hi).to(F32)
+    assert iv.dtype == F32
+    assert bool((iv.lo.double() <= lo).all()) and bool((iv.hi.double() >= hi).all())
+    # no wider than needed: one float32 step at most from the nearest rounding
+    near_lo, near_hi = lo.to(F32), hi.to(F32)
+    assert bool((torch.nextafter(iv.lo, torch.tensor(torch.inf)) >= near_lo).all())
+    assert bool((torch.nextafter(iv.hi, torch.tensor(-torch.inf)) <= near_hi).all())
+    # round to nearest would have moved some bounds inward: the test can fail
+    assert bool((near_lo.double() > lo).any()) and bool((near_hi.double() < hi).any())
+
+
+def test_casts_of_extreme_values():
+    big = torch.tensor([1e300, -1e300, 0.1, -0.1, 0.0, 5e-324], dtype=F64)
+    down, up = cast_down(big, F32), cast_up(big, F32)
+    assert bool((down.double() <= big).all()) and bool((up.double() >= big).all())
+    assert torch.isfinite(down[0]) and torch.isinf(up[0]) and torch.isinf(down[1])
+    same = torch.tensor([0.5, 2.0], dtype=F64)
+    assert torch.equal(cast_down(same, F64), same) and torch.equal(cast_up(same, F64), same)

@@ -1,6 +1,6 @@
 """Gradient-guided, multi-step poisoning attacks on the structured threat models.
 
-``tests/test_threats_structured.py`` trains on random and enumerated poisoned data (mostly one
+``tests/threats/`` train on random and enumerated poisoned data (mostly one
 step). Here an adaptive attacker is called at *every* SGD step of a 4-step run (6 samples, batches
 of 3, 2 epochs) and steers the training towards one end of one parameter coordinate. Every
 parameter vector it reaches must lie in the interval box and in the MIBP boxes (``per_sample`` and
@@ -9,7 +9,7 @@ parameter vector it reaches must lie in the interval box and in the MIBP boxes (
 The attacker
 ============
 Written in plain torch from the *meaning* of each threat (its docstring in
-``mibpcert/threats.py``): which samples may change and into what. It never reads mibpcert's
+``mibpcert.threats``): which samples may change and into what. It never reads mibpcert's
 regions, intervals or encodings, so a bug in those cannot make the attack weaker in the same way.
 
 At a step with current parameters ``theta``, clean batch ``(X, y)`` and a target direction
@@ -83,8 +83,6 @@ import itertools
 import pytest
 import torch
 
-from attacks import per_sample_forward, sgd_train, torch_loss
-from test_threats_structured import assert_contains, box, flat_state, make_data, make_model
 from mibpcert.threats import (
     FeatureValues,
     L0Features,
@@ -93,6 +91,10 @@ from mibpcert.threats import (
     OneHotFeature,
     SharedTrigger,
 )
+from tests.helpers.attacks import per_sample_forward, sgd_train, torch_loss
+from tests.helpers.structured import assert_contains, box, flat_state, make_data, make_model
+
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` does not
 
 F64 = torch.float64
 B = 3  # batch size: 6 samples, 2 steps per epoch
@@ -106,7 +108,7 @@ GRID = 2.0**16
 def sample_values(net, X, Y, loss, obj, need_dx=False):
     """Per row: ``v = s * d loss(net(x), y) / d theta_j`` for ``obj = (name, index, s)``, or
     ``v = -loss`` for ``obj = None``; with ``need_dx`` also ``dv/dx`` (m, d). Every row gets its own
-    copy of the parameters (``attacks.per_sample_forward``), so one backward gives per-row
+    copy of the parameters (``helpers.attacks.per_sample_forward``), so one backward gives per-row
     gradients; row i's value depends on row i only."""
     m = X.shape[0]
     X = X.detach().clone().requires_grad_(need_dx)

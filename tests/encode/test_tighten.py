@@ -4,15 +4,15 @@
   step log's solver/fallback counts match what the backend actually returned.
 * A backend that raises, one that returns ``Status.FAILED`` everywhere, and an encoder that
   raises all fall back to the interval step: the box equals ``method="interval"``'s.
-* A missing solver package raises :class:`SolverUnavailable` naming an alternative backend; an
-  unknown backend name raises ``ValueError``; a program too large for Gurobi's size-limited
-  licence raises :class:`SolverUnavailable` naming ``per_sample`` and ``highs``.
+* A licence too small for the first step's program raises; a later step that outgrows it keeps
+  the interval bound and is counted as ``licence``. (Missing packages and unknown backend names:
+  ``tests/solvers/test_registry.py``; Gurobi's too-large message: ``tests/solvers/test_gurobi.py``;
+  the fallback lines of the summary and report.json: ``tests/test_report.py``.)
 * ``workers=2`` gives the same bounds as ``workers=1``.
 """
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import numpy as np
 import pytest
@@ -20,18 +20,11 @@ import torch
 
 import mibpcert.encode.tighten as tighten_mod
 import mibpcert.solvers.highs as highs_mod
-from mibpcert import TrainConfig, certified_train, mlp
-from mibpcert.solvers import ObjectiveBound, SolverUnavailable, Status, get_backend
-from mibpcert.threats import LinfFeatures
-from test_mibp_soundness import (
-    BATCH, LR, N, assert_box_inside, assert_in_box, attack_nets, budget, case_data, make_data, run_interval,
-)
-
-
-def mibp_cfg(**kw):
-    base = dict(epochs=1, lr=LR, batch_size=BATCH, loss="hinge", method="mibp", backend="highs", mode="joint")
-    base.update(kw)
-    return TrainConfig(**base)
+from mibpcert import certified_train
+from mibpcert.solvers import ObjectiveBound, SolverUnavailable, Status
+from tests.helpers.backends import require
+from tests.helpers.bounds import assert_box_inside, assert_in_box
+from tests.helpers.mibp import BATCH, N, attack_nets, case_data, mibp_cfg, run_interval
 
 
 def assert_same_box(a, b, what="", tol=0.0):
@@ -75,6 +68,7 @@ class Spy:
 # ---------------------------------------------------------------------------------------------
 # 6. time-outs
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow  # several MIBP runs and attacks
 @pytest.mark.parametrize("case_id", ["linf_k1-bce", "flip_k1-hinge"])
 @pytest.mark.parametrize("mode", ["joint", "per_sample"])
 def test_tiny_time_limit_sound_and_logged(monkeypatch, case_id, mode):
@@ -95,7 +89,7 @@ def test_tiny_time_limit_sound_and_logged(monkeypatch, case_id, mode):
 
 
 def test_tiny_time_limit_gurobi_sound():
-    pytest.importorskip("gurobipy")
+    require("gurobipy")
     from mibpcert.solvers.gurobi import GurobiBackend
 
     model, X, y, threat_f, bud, loss = case_data("linf_all-hinge")
@@ -104,8 +98,8 @@ def test_tiny_time_limit_gurobi_sound():
         spy = Spy(mp, GurobiBackend)
         try:
             res = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, backend="gurobi", time_limit=1e-4))
-        except SolverUnavailable as e:
-            pytest.skip(str(e))
+        except SolverUnavailable as e:  # a missing package or a too small licence: fail, never skip
+            pytest.fail(f"gurobi cannot run this check: {e}")
     finally:
         mp.undo()
     assert spy.failed > 0  # measured: with 1e-4 s Gurobi returns no dual bound at all
@@ -116,6 +110,7 @@ def test_tiny_time_limit_gurobi_sound():
         assert_in_box(res, net, f"gurobi time-limited: {what}")
 
 
+@pytest.mark.slow  # several MIBP runs and attacks
 def test_limit_stopped_milp_uses_its_partial_dual_bound(monkeypatch):
     """HiGHS stopped by a limit (deterministic here: after the first improving solution, status
     TIME_LIMIT) still returns its dual bound so far: counted as a solver bound, looser than or
@@ -229,61 +224,33 @@ def test_nan_bounds_are_not_used(monkeypatch):
         assert_in_box(res, net, what)
 
 
-# ---------------------------------------------------------------------------------------------
-# 7. missing packages, unknown names, licence limits
-# ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "backend,modules,alternative",
-    [
-        ("scip", ["pyscipopt"], "highs"),
-        ("gurobi", ["gurobipy"], "highs"),
-        ("pyomo:appsi_highs", ["pyomo", "pyomo.environ", "pyomo.opt"], "highs"),
-    ],
-)
-def test_missing_solver_package_clear_error(monkeypatch, backend, modules, alternative):
-    for m in modules:
-        monkeypatch.setitem(sys.modules, m, None)  # "import m" raises ImportError
-    with pytest.raises(SolverUnavailable) as e1:
-        get_backend(backend)
-    assert alternative in str(e1.value)
-    model, X, y, threat_f, _, loss = case_data("flip_k1-hinge")
-    with pytest.raises(SolverUnavailable) as e2:
-        certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, backend=backend))
-    assert alternative in str(e2.value)
-    assert "install" in str(e2.value) or "not importable" in str(e2.value)
+def test_licence_limit_raises_first_then_falls_back(monkeypatch):
+    """A licence too small for the first step's program is an error before any work is spent;
+    once bounds were solved, a later step whose program outgrows the licence keeps the interval
+    bound, is logged and counted as ``licence``."""
+    from mibpcert.solvers import LicenceLimit
 
+    model, X, y, threat_f, _, loss = case_data("linf_k1-bce")
+    real = tighten_mod.bound_many
+    calls = []
 
-def test_unavailable_pyomo_solver_clear_error():
-    pytest.importorskip("pyomo")
-    model, X, y, threat_f, _, loss = case_data("flip_k1-hinge")
-    with pytest.raises(SolverUnavailable, match="highs"):
-        certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, backend="pyomo:no_such_solver_xyz"))
+    def limited_after(n_ok):
+        def bound_many(*a, **k):
+            calls.append(1)
+            if len(calls) > n_ok:
+                raise LicenceLimit("program too large for the size-limited licence (simulated)")
+            return real(*a, **k)
+        return bound_many
 
-
-@pytest.mark.parametrize("name", ["cplex", "", "pyomo:", "HiGHS-lp"])
-def test_unknown_backend_name_raises_value_error(name):
-    model, X, y, threat_f, _, loss = case_data("flip_k1-hinge")
-    with pytest.raises(ValueError, match="highs"):
-        certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, backend=name))
-
-
-def test_backend_names_are_case_insensitive():
-    assert get_backend("HiGHS").name == "highs"
-
-
-def test_gurobi_too_large_program_names_alternatives():
-    pytest.importorskip("gurobipy")
-    from mibpcert.solvers.gurobi import licence_is_size_limited
-
-    if not licence_is_size_limited():
-        pytest.skip("a full Gurobi licence is active")
-    X, y = make_data("binary", 8, seed=1)
-    model = mlp([2, 16, 1], seed=3)
-    cfg = TrainConfig(epochs=1, lr=LR, batch_size=4, loss="bce", method="mibp", backend="gurobi", mode="joint")
-    with pytest.raises(SolverUnavailable) as e:
-        certified_train(model, X, y, LinfFeatures(0.1), cfg)
-    msg = str(e.value)
-    assert "per_sample" in msg and "highs" in msg
+    monkeypatch.setattr(tighten_mod, "bound_many", limited_after(0))
+    with pytest.raises(LicenceLimit, match="simulated"):
+        certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, epochs=2))
+    calls.clear()
+    monkeypatch.setattr(tighten_mod, "bound_many", limited_after(1))
+    res = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, epochs=2))
+    assert res.log[0].solver_bounds > 0 and "licence" not in res.log[0].fallback_reasons
+    for s in res.log[1:]:
+        assert s.solver_bounds == 0 and set(s.fallback_reasons) == {"licence"} and s.fallback_bounds > 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,85 +286,3 @@ def test_joint_workers_split_objectives():
     _, _, _, _, bud, _ = case_data("linf_k1-bce")
     for what, net in attack_nets(model, X, y, bud, loss, n_simple=2, n_guided=2):
         assert_in_box(r3, net, f"joint workers=3: {what}")
-
-
-# ---------------------------------------------------------------------------------------------
-# fallbacks are reported: summary, report.json, warning line, reasons
-# ---------------------------------------------------------------------------------------------
-def test_fallbacks_are_reported_with_their_reasons(monkeypatch, tmp_path):
-    """Most sides come back without a usable bound (as with ``time_limit=1e-6`` on real
-    programs: time-limited without a finite dual bound, or failed). The step log, the summary and
-    report.json count the solver and fallback bounds and why, from what the backend returned, and
-    the text summary ends with a warning line."""
-    from mibpcert import certify
-    from mibpcert.report import format_summary, write_report
-
-    orig = highs_mod.HighsBackend.bound
-    sides: list[tuple[float, Status]] = []
-
-    def degraded(self, program, objectives, options):
-        out = []
-        for j, r in enumerate(orig(self, program, objectives, options)):
-            if j % 4 == 1:
-                r = dataclasses.replace(r, lower=-np.inf, lower_status=Status.FAILED)
-            elif j % 4 >= 2:
-                r = dataclasses.replace(r, lower=-np.inf, upper=np.inf, lower_status=Status.TIME_LIMIT,
-                                        upper_status=Status.TIME_LIMIT)
-            sides.extend([(r.lower, r.lower_status), (r.upper, r.upper_status)])
-            out.append(r)
-        return out
-
-    monkeypatch.setattr(highs_mod.HighsBackend, "bound", degraded)
-    model, X, y, threat_f, _, loss = case_data("linf_k1-bce")
-    res = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss))
-    timed_out = sum(1 for v, st in sides if st == Status.TIME_LIMIT and not np.isfinite(v))
-    failed = sum(1 for v, st in sides if st == Status.FAILED)
-    solved = len(sides) - timed_out - failed
-    assert timed_out > 0 and failed > 0 and timed_out + failed > solved
-    doc = write_report(str(tmp_path / "report.json"), res, certify(res, X, y))
-    s = doc["summary"]
-    assert s["solver_bounds"] == solved and s["fallback_bounds"] == timed_out + failed
-    assert s["fallback_reasons"] == {"time_limit": timed_out, "failed": failed}
-    assert sum(sum(e["fallback_reasons"].values()) for e in doc["log"]) == timed_out + failed
-    text = format_summary(s)
-    assert f"{solved} from the solver, {timed_out + failed} kept the interval bound (failed {failed}, time limit {timed_out})" in text
-    assert text.splitlines()[-1].startswith("WARNING: most solver bounds")
-
-
-def test_interval_runs_have_no_solver_line():
-    from mibpcert import certify
-    from mibpcert.report import format_summary, run_summary
-
-    model, X, y, threat_f, _, loss = case_data("linf_k1-bce")
-    res = run_interval(model, X, y, threat_f(), loss)
-    s = run_summary(res, certify(res, X, y))
-    assert "solver_bounds" not in s and "solver bounds" not in format_summary(s) and "WARNING" not in format_summary(s)
-
-
-def test_licence_limit_raises_first_then_falls_back(monkeypatch):
-    """A licence too small for the first step's program is an error before any work is spent;
-    once bounds were solved, a later step whose program outgrows the licence keeps the interval
-    bound, is logged and counted as ``licence``."""
-    from mibpcert.solvers import LicenceLimit
-
-    model, X, y, threat_f, _, loss = case_data("linf_k1-bce")
-    real = tighten_mod.bound_many
-    calls = []
-
-    def limited_after(n_ok):
-        def bound_many(*a, **k):
-            calls.append(1)
-            if len(calls) > n_ok:
-                raise LicenceLimit("program too large for the size-limited licence (simulated)")
-            return real(*a, **k)
-        return bound_many
-
-    monkeypatch.setattr(tighten_mod, "bound_many", limited_after(0))
-    with pytest.raises(LicenceLimit, match="simulated"):
-        certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, epochs=2))
-    calls.clear()
-    monkeypatch.setattr(tighten_mod, "bound_many", limited_after(1))
-    res = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, epochs=2))
-    assert res.log[0].solver_bounds > 0 and "licence" not in res.log[0].fallback_reasons
-    for s in res.log[1:]:
-        assert s.solver_bounds == 0 and set(s.fallback_reasons) == {"licence"} and s.fallback_bounds > 0

@@ -1,0 +1,1 @@
+"""mibpcert test suite: one test module (or folder) per package module (layout: tests/README.md)."""

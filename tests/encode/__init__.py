@@ -1,0 +1,1 @@
+"""Tests of mibpcert.encode (loss gradients, training-step programs, prediction margins, tightening)."""

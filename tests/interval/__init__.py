@@ -1,0 +1,1 @@
+"""Tests of mibpcert.interval (sound interval tensor operations)."""

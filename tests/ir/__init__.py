@@ -1,0 +1,1 @@
+"""Tests of mibpcert.ir (program, encoder, inputs)."""

@@ -1,0 +1,1 @@
+"""Tests of mibpcert.losses (values, interval bounds)."""

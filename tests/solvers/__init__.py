@@ -1,0 +1,1 @@
+"""Tests of mibpcert.solvers (solvers/): one module per backend or helper module."""

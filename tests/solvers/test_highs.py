@@ -1,0 +1,76 @@
+"""The HiGHS backend (``mibpcert.solvers.highs``): the safe LP bound, nested relaxations, and no
+stale bounds when the thread pool size changes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.optimize as so
+import scipy.sparse as sp
+
+from mibpcert.ir.program import LinearExpr, Program
+from mibpcert.solvers import SolveOptions, Status, get_backend
+from mibpcert.solvers.highs import safe_lp_bound
+from tests.helpers.programs import TINY, Tiny, _contains
+
+
+# ------------------------------------------------------------------------------------------------
+# HiGHS safe LP bound
+# ------------------------------------------------------------------------------------------------
+def test_safe_lp_bound_valid_for_any_multipliers() -> None:
+    rng = np.random.default_rng(3)
+    n, m = 12, 8
+    A = sp.random(m, n, density=0.5, random_state=4, format="csr")
+    lb, ub = -rng.uniform(0.5, 2, n), rng.uniform(0.5, 2, n)
+    rlo = np.where(rng.random(m) < 0.3, -np.inf, -rng.uniform(0, 1, m))
+    rhi = np.where(rng.random(m) < 0.3, np.inf, rng.uniform(0, 1, m))
+    c = rng.normal(size=n)
+    A_ub = sp.vstack([A[np.isfinite(rhi)], -A[np.isfinite(rlo)]])
+    b_ub = np.concatenate([rhi[np.isfinite(rhi)], -rlo[np.isfinite(rlo)]])
+    lo_true = so.linprog(c, A_ub=A_ub, b_ub=b_ub, bounds=list(zip(lb, ub)), method="highs").fun
+    hi_true = -so.linprog(-c, A_ub=A_ub, b_ub=b_ub, bounds=list(zip(lb, ub)), method="highs").fun
+    for _ in range(50):
+        y = rng.normal(size=m) * rng.uniform(0, 3)
+        assert safe_lp_bound(c, y, A, rlo, rhi, lb, ub, True) <= lo_true + 1e-12
+        assert safe_lp_bound(c, y, A, rlo, rhi, lb, ub, False) >= hi_true - 1e-12
+    # through the backend: the bound is tight at the optimum
+    prog = Program(lb, ub, np.zeros(n, bool), A, rlo, rhi, np.zeros((0, 3), np.int64))
+    (b,) = get_backend("highs").bound(prog, [LinearExpr(np.arange(n), c)], SolveOptions(relax="lp"))
+    assert b.lower <= lo_true and lo_true - b.lower < 1e-7
+    assert b.upper >= hi_true and b.upper - hi_true < 1e-7
+
+
+@pytest.mark.parametrize("tiny", TINY, ids=[f"seed{i}" for i in range(len(TINY))])
+def test_highs_relaxations_contain_optimum_and_nest(tiny: Tiny) -> None:
+    hi = get_backend("highs")
+    assert hi.name == "highs" and not hi.exact
+    (lp,) = hi.bound(tiny.program, [tiny.objective], SolveOptions(relax="lp"))
+    (milp,) = hi.bound(tiny.program, [tiny.objective], SolveOptions(relax="milp"))
+    (p4,) = hi.bound(tiny.program, [tiny.objective], SolveOptions(relax="milp", partitions=4))
+    for b in (lp, milp, p4):
+        assert _contains(b, tiny.true_min, tiny.true_max)
+        assert b.lower_status == b.upper_status == Status.OPTIMAL
+    tol = 1e-5 * (1.0 + np.abs(tiny.c).sum())  # up to the (different) outward paddings
+    assert lp.lower <= milp.lower + tol and milp.upper <= lp.upper + tol
+    assert milp.lower <= p4.lower + tol and p4.upper <= milp.upper + tol
+
+
+def test_highs_thread_count_changes_do_not_give_stale_bounds() -> None:
+    """HiGHS's global thread pool is fixed at first use; a clashing run fails with stale info,
+    which must never be read as a bound."""
+    import highspy
+
+    tiny = TINY[0]
+    ref = get_backend("highs").bound(tiny.program, [tiny.objective], SolveOptions(threads=1))[0]
+    for th in (2, 1, 3):
+        # someone else in the process starts the pool with another size
+        other = highspy.Highs()
+        other.setOptionValue("output_flag", False)
+        other.setOptionValue("threads", th + 1)
+        other.addVar(0.0, 1.0)
+        other.run()
+        for relax_mode in ("milp", "lp"):
+            (b,) = get_backend("highs").bound(tiny.program, [tiny.objective],
+                                              SolveOptions(threads=th, relax=relax_mode))
+            assert b.lower_status == b.upper_status == Status.OPTIMAL
+            assert _contains(b, tiny.true_min, tiny.true_max)
+    assert ref.lower_status == Status.OPTIMAL

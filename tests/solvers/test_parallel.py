@@ -1,0 +1,35 @@
+"""Parallel bounding (``mibpcert.solvers.parallel``): the same numbers for every worker count."""
+from __future__ import annotations
+
+import pytest
+
+from mibpcert.ir.program import LinearExpr
+from mibpcert.solvers import SolveOptions, get_backend
+from mibpcert.solvers.parallel import SolverPool, bound_many, bound_parallel
+from tests.helpers.programs import TINY, _contains, random_mibp
+
+
+# ------------------------------------------------------------------------------------------------
+# Parallel helpers and registry
+# ------------------------------------------------------------------------------------------------
+def _numbers(res):
+    return [(b.lower, b.upper, b.lower_status, b.upper_status) for b in res]
+
+
+@pytest.mark.slow  # spawns worker processes
+def test_bound_many_and_parallel_identical_for_worker_counts() -> None:
+    jobs = [(t.program, [t.objective, LinearExpr.var(0, 2.0, 1.0)]) for t in TINY]
+    prog, _, objs = random_mibp(7, n_cont=30, n_bin=5, n_bil=20, n_rows=20)
+    objs = objs * 3
+    one = bound_many("highs", jobs, SolveOptions(), workers=1)
+    s1 = bound_parallel("highs", prog, objs, SolveOptions(relax="lp"), workers=1, chunk_size=3)
+    # one pool of spawned workers for both calls (a worker start imports mibpcert, i.e. torch)
+    with SolverPool(2) as pool:
+        two = bound_many("highs", jobs, SolveOptions(), pool=pool, jobs_per_chunk=2)
+        s2 = bound_parallel("highs", prog, objs, SolveOptions(relax="lp"), chunk_size=3, pool=pool)
+    assert [_numbers(r) for r in one] == [_numbers(r) for r in two]
+    for t, r in zip(TINY, one):
+        assert _contains(r[0], t.true_min, t.true_max)
+    assert _numbers(s1) == _numbers(s2) and len(s1) == len(objs)
+    direct = get_backend("highs").bound(prog, objs[:3], SolveOptions(relax="lp"))
+    assert _numbers(direct) == _numbers(s1[:3])

@@ -1,0 +1,1 @@
+"""Tests of mibpcert.steps (the interval SGD step)."""

@@ -1,0 +1,1 @@
+"""Tests of mibpcert.threats, split by kind: base, features, labels, triggers, combinations, config."""

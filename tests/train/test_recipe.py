@@ -1,0 +1,58 @@
+"""The training recipe of ``certified_train`` (``mibpcert.train``): the nominal run equals plain
+torch SGD (same init, batches, order, weight decay, step decay), the shuffle orders, and a zero
+budget gives a point box."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mibpcert import TrainConfig, certified_train
+from mibpcert.threats import LabelFlip, LabelNoise, LinfFeatures
+from tests.helpers.attacks import batch_indices, sgd_train
+from tests.helpers.training import TASK, make_data, make_model
+
+
+# ---------------------------------------------------------------------------------------------
+# nominal run, zero budget
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("loss", ["bce", "hinge", "ce", "mse"])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_nominal_equals_plain_sgd(loss, shuffle):
+    task = TASK[loss]
+    X, y = make_data(task, 11, seed=4)
+    model = make_model(task, seed=5)
+    cfg = TrainConfig(epochs=3, lr=0.2, batch_size=4, loss=loss, weight_decay=0.05, lr_decay=0.7, shuffle=shuffle, seed=3)
+    res = certified_train(model, X, y, LinfFeatures(0.01), cfg)
+    ref = sgd_train(model, X, y, loss, epochs=3, lr=0.2, batch_size=4, weight_decay=0.05, lr_decay=0.7, shuffle=shuffle, seed=3)
+    got = res.nominal.state_dict()
+    for name, p in ref.state_dict().items():
+        assert torch.allclose(got[name], p, rtol=0, atol=1e-9), name
+    # a different order gives a different model (the comparison is sensitive to the order)
+    other = sgd_train(model, X, y, loss, epochs=3, lr=0.2, batch_size=4, weight_decay=0.05, lr_decay=0.7, shuffle=not shuffle, seed=3)
+    assert any(not torch.allclose(got[n], p, atol=1e-9) for n, p in other.state_dict().items())
+    # the user's model is the init and is left untouched
+    for name, p in make_model(task, seed=5).state_dict().items():
+        assert torch.equal(model.state_dict()[name], p)
+
+
+def test_shuffle_orders_are_permutations_that_change_per_epoch():
+    orders = [torch.cat(batch_indices(11, 4, e, True, 3)) for e in range(3)]
+    for o in orders:
+        assert sorted(o.tolist()) == list(range(11))
+    assert not torch.equal(orders[0], orders[1])
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce", "mse"])
+def test_zero_budget_box_is_a_point(loss):
+    task = TASK[loss]
+    X, y = make_data(task, 10, seed=6)
+    model = make_model(task, seed=7)
+    cfg = TrainConfig(epochs=3, lr=0.1, batch_size=4, loss=loss, weight_decay=0.01, lr_decay=0.9)
+    threats = [LinfFeatures(0.0), LinfFeatures(0.5, k=0)]
+    threats.append(LabelNoise(2, 0.0) if task == "regression" else LabelFlip(0))
+    ref = sgd_train(model, X, y, loss, epochs=3, lr=0.1, batch_size=4, weight_decay=0.01, lr_decay=0.9).state_dict()
+    for threat in threats:
+        res = certified_train(model, X, y, threat, cfg)
+        for name, (lo, hi) in res.param_bounds.items():
+            assert float((hi - lo).max()) <= 1e-10, (threat.describe(), name)
+            assert (lo <= ref[name] + 1e-12).all() and (hi >= ref[name] - 1e-12).all()

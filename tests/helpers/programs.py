@@ -101,7 +101,7 @@ class Tiny:
 TINY = [Tiny(s) for s in range(6)]
 
 
-def _brute(tiny: Tiny, n: int = 301) -> tuple[float, float]:
+def brute(tiny: Tiny, n: int = 301) -> tuple[float, float]:
     """Grid check of the edge-based exact optimum (grid values lie inside it)."""
     xs, ys = np.meshgrid(np.linspace(tiny.xl, tiny.xu, n), np.linspace(tiny.yl, tiny.yu, n))
     lo, hi = np.inf, -np.inf
@@ -116,7 +116,7 @@ def _brute(tiny: Tiny, n: int = 301) -> tuple[float, float]:
 # ------------------------------------------------------------------------------------------------
 # Backends on tiny programs with known optimum
 # ------------------------------------------------------------------------------------------------
-def _contains(b: ObjectiveBound, lo: float, hi: float, tol: float = 0.0) -> bool:
+def contains(b: ObjectiveBound, lo: float, hi: float, tol: float = 0.0) -> bool:
     return b.lower <= lo + tol and b.upper >= hi - tol
 
 
@@ -157,7 +157,7 @@ def random_mibp(seed: int, n_cont: int, n_bin: int, n_bil: int, n_rows: int, row
     return prog, val, objs
 
 
-def _without_binaries(tiny: Tiny) -> tuple[Program, float, float] | None:
+def without_binaries(tiny: Tiny) -> tuple[Program, float, float] | None:
     """The tiny program with b fixed (as a continuous variable): no integer variables left."""
     for b in (0.0, 1.0):
         try:

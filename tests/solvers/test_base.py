@@ -11,8 +11,9 @@ import pytest
 
 from mibpcert.ir.program import LinearExpr, ProgramBuilder
 from mibpcert.solvers import SolveOptions, Status, available_backends, get_backend
+from mibpcert.solvers.base import Backend
 from tests.helpers.backends import require
-from tests.helpers.programs import TINY, Tiny, _brute, _contains, _without_binaries, random_mibp
+from tests.helpers.programs import TINY, Tiny, brute, contains, without_binaries, random_mibp
 
 HAS_GUROBI = importlib.util.find_spec("gurobipy") is not None
 HAS_SCIP = importlib.util.find_spec("pyscipopt") is not None
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("unverified_scip")
 
 @pytest.mark.parametrize("tiny", TINY[:3])
 def test_exact_optimum_reference_is_consistent(tiny: Tiny) -> None:
-    lo, hi = _brute(tiny)
+    lo, hi = brute(tiny)
     assert tiny.true_min <= lo + 1e-9 and hi <= tiny.true_max + 1e-9
     assert lo - tiny.true_min < 0.05 and tiny.true_max - hi < 0.05  # the grid gets close
 
@@ -37,7 +38,7 @@ def test_exact_backends_match_optimum(name: str, tiny: Tiny) -> None:
     assert be.exact and be.name == name
     (b,) = be.bound(tiny.program, [tiny.objective], SolveOptions(warm_start=tiny.feasible))
     assert b.lower_status == b.upper_status == Status.OPTIMAL
-    assert _contains(b, tiny.true_min, tiny.true_max)
+    assert contains(b, tiny.true_min, tiny.true_max)
     # within 1e-5, plus the relative part of the outward padding (1e-6 |v| for SCIP)
     assert tiny.true_min - b.lower < 1e-5 * (1 + abs(tiny.true_min))
     assert b.upper - tiny.true_max < 1e-5 * (1 + abs(tiny.true_max))
@@ -51,7 +52,7 @@ def test_exact_backends_without_integer_variables(name: str) -> None:
     require("pyscipopt" if name == "scip" else "gurobipy")
     if name.startswith("pyomo"):
         require("pyomo")
-    prog, lo, hi = _without_binaries(TINY[2])
+    prog, lo, hi = without_binaries(TINY[2])
     (b,) = get_backend(name).bound(prog, [TINY[2].objective], SolveOptions())
     assert b.lower_status == b.upper_status == Status.OPTIMAL
     assert b.lower <= lo and b.upper >= hi
@@ -99,10 +100,37 @@ def test_failure_gives_infinite_sides() -> None:
         good, failed = get_backend(name).bound(tiny.program, [tiny.objective, bad], SolveOptions())
         assert failed.lower == -np.inf and failed.upper == np.inf
         assert failed.lower_status == failed.upper_status == Status.FAILED
-        assert _contains(good, tiny.true_min, tiny.true_max)
+        assert contains(good, tiny.true_min, tiny.true_max)
     # an empty feasible set is reported as a failure, not as a bound
     B = ProgramBuilder()
     x = B.add_vars(np.zeros(2), np.ones(2))
     B.add_row(x, [1.0, 1.0], lo=3.0)
     (b,) = get_backend("highs").bound(B.build(), [LinearExpr.var(0)], SolveOptions(relax="lp"))
     assert b.lower_status == b.upper_status == Status.FAILED
+
+
+def test_one_failing_side_keeps_the_other():
+    """The shared solve loop (``Backend.bound``): a side that raises is FAILED (infinite), the other
+    side of the same objective keeps its bound, and a failure to prepare fails every objective."""
+    class HalfBroken(Backend):
+        name = "half-broken"
+
+        def _prepare(self, program, options):
+            return program
+
+        def _solve_side(self, state, task, sense_min, options):
+            if not sense_min:
+                raise RuntimeError("the maximisation fails")
+            return -1.5, Status.OPTIMAL
+
+    objs = [LinearExpr(np.array([0]), np.array([1.0]), 0.0)] * 2
+    res = HalfBroken().bound(TINY[0].program, objs, SolveOptions())
+    assert [(r.lower, r.lower_status) for r in res] == [(-1.5, Status.OPTIMAL)] * 2
+    assert all(r.upper == np.inf and r.upper_status == Status.FAILED for r in res)
+
+    class NoModel(HalfBroken):
+        def _prepare(self, program, options):
+            raise RuntimeError("cannot build the model")
+
+    res = NoModel().bound(TINY[0].program, objs, SolveOptions())
+    assert all(r.lower == -np.inf and r.upper == np.inf and r.lower_status == r.upper_status == Status.FAILED for r in res)

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from mibpcert.ir.program import LinearExpr, Program
 from mibpcert.solvers import SolveOptions, Status, get_backend
 from mibpcert.solvers.highs import safe_lp_bound
-from tests.helpers.programs import TINY, Tiny, _contains
+from tests.helpers.programs import TINY, Tiny, contains
 
 
 # ------------------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ def test_highs_relaxations_contain_optimum_and_nest(tiny: Tiny) -> None:
     (milp,) = hi.bound(tiny.program, [tiny.objective], SolveOptions(relax="milp"))
     (p4,) = hi.bound(tiny.program, [tiny.objective], SolveOptions(relax="milp", partitions=4))
     for b in (lp, milp, p4):
-        assert _contains(b, tiny.true_min, tiny.true_max)
+        assert contains(b, tiny.true_min, tiny.true_max)
         assert b.lower_status == b.upper_status == Status.OPTIMAL
     tol = 1e-5 * (1.0 + np.abs(tiny.c).sum())  # up to the (different) outward paddings
     assert lp.lower <= milp.lower + tol and milp.upper <= lp.upper + tol
@@ -72,5 +72,5 @@ def test_highs_thread_count_changes_do_not_give_stale_bounds() -> None:
             (b,) = get_backend("highs").bound(tiny.program, [tiny.objective],
                                               SolveOptions(threads=th, relax=relax_mode))
             assert b.lower_status == b.upper_status == Status.OPTIMAL
-            assert _contains(b, tiny.true_min, tiny.true_max)
+            assert contains(b, tiny.true_min, tiny.true_max)
     assert ref.lower_status == Status.OPTIMAL

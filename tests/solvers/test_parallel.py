@@ -6,7 +6,7 @@ import pytest
 from mibpcert.ir.program import LinearExpr
 from mibpcert.solvers import SolveOptions, get_backend
 from mibpcert.solvers.parallel import SolverPool, bound_many, bound_parallel
-from tests.helpers.programs import TINY, _contains, random_mibp
+from tests.helpers.programs import TINY, contains, random_mibp
 
 
 # ------------------------------------------------------------------------------------------------
@@ -29,7 +29,7 @@ def test_bound_many_and_parallel_identical_for_worker_counts() -> None:
         s2 = bound_parallel("highs", prog, objs, SolveOptions(relax="lp"), chunk_size=3, pool=pool)
     assert [_numbers(r) for r in one] == [_numbers(r) for r in two]
     for t, r in zip(TINY, one):
-        assert _contains(r[0], t.true_min, t.true_max)
+        assert contains(r[0], t.true_min, t.true_max)
     assert _numbers(s1) == _numbers(s2) and len(s1) == len(objs)
     direct = get_backend("highs").bound(prog, objs[:3], SolveOptions(relax="lp"))
     assert _numbers(direct) == _numbers(s1[:3])

@@ -8,7 +8,7 @@ from mibpcert import certified_train
 from mibpcert.solvers import SolveOptions, SolverUnavailable, Status, get_backend
 from tests.helpers.backends import require
 from tests.helpers.mibp import case_data, mibp_cfg
-from tests.helpers.programs import TINY, _contains
+from tests.helpers.programs import TINY, contains
 
 
 def test_pyomo_appsi_highs_contains_optimum() -> None:
@@ -21,7 +21,7 @@ def test_pyomo_appsi_highs_contains_optimum() -> None:
     for tiny in TINY[:3]:
         (b,) = be.bound(tiny.program, [tiny.objective], SolveOptions())
         assert b.lower_status == b.upper_status == Status.OPTIMAL
-        assert _contains(b, tiny.true_min, tiny.true_max)
+        assert contains(b, tiny.true_min, tiny.true_max)
         (ref,) = get_backend("highs").bound(tiny.program, [tiny.objective], SolveOptions())
         assert abs(b.lower - ref.lower) < 1e-4 and abs(b.upper - ref.upper) < 1e-4
 
@@ -33,7 +33,7 @@ def test_pyomo_gurobi_direct_matches_optimum() -> None:
     assert be.exact
     tiny = TINY[1]
     (b,) = be.bound(tiny.program, [tiny.objective], SolveOptions())
-    assert _contains(b, tiny.true_min, tiny.true_max)
+    assert contains(b, tiny.true_min, tiny.true_max)
     assert tiny.true_min - b.lower < 1e-5 and b.upper - tiny.true_max < 1e-5
 
 

@@ -16,6 +16,7 @@ import torch
 
 from .config import TrainConfig
 from .encode.tighten import StepTightener
+from .steps.affine import SymbolTable, affine_step, params_box, params_from_box
 from .steps.interval import ParamBox, StepBounds, box_widths, interval_step
 from .losses import get_loss
 from .model import ModelSpec
@@ -40,6 +41,7 @@ class StepContext:
 class Batch:
     X: torch.Tensor
     y: torch.Tensor
+    index: torch.Tensor | None = None  # the rows' indices in the training set, if known
 
 
 class StepBounder(Protocol):
@@ -57,6 +59,11 @@ class StepBounder(Protocol):
 
     def close(self) -> None:
         """Release workers or solver processes."""
+        ...
+
+    def relational(self) -> dict | None:
+        """A relational enclosure of the parameters after the last step (name -> affine forms of
+        :mod:`mibpcert.interval.affine`), for bounders that keep one; else None."""
         ...
 
 
@@ -81,6 +88,9 @@ class IntervalBounder:
     def close(self) -> None:
         pass
 
+    def relational(self) -> None:
+        return None
+
 
 class MibpBounder:
     """The interval step intersected with the solver bounds of the step's program (per sample or
@@ -104,7 +114,52 @@ class MibpBounder:
     def close(self) -> None:
         self.tightener.close()
 
+    def relational(self) -> None:
+        return None
 
-def make_bounder(spec: ModelSpec, cfg: TrainConfig, info: TaskInfo) -> IntervalBounder | MibpBounder:
+
+class AffineBounder:
+    """Affine forms carried between steps (:func:`mibpcert.steps.affine.affine_step`): the state
+    the loop sees is the forms' box intersected with the interval step's box. The forms start from
+    the first box they see and restart from the box when the loop hands over another one (e.g.
+    after resuming from a checkpoint, which stores boxes only): always sound, only the relations
+    built before are lost."""
+
+    needs_nominal = False
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cap = cfg.affine_symbols
+        self.symbols = SymbolTable()
+        self.theta: dict | None = None
+        self.last: ParamBox | None = None
+
+    def bound_step(self, state: ParamBox, batch: Batch, region, ctx: StepContext) -> tuple[ParamBox, dict]:
+        if self.theta is None or self.last is None or not all(
+                torch.equal(state[n].lo, self.last[n].lo) and torch.equal(state[n].hi, self.last[n].hi) for n in state):
+            self.symbols = SymbolTable()
+            self.theta = params_from_box({n: iv.to(torch.float64) for n, iv in state.items()}, self.symbols)
+        sb = step_intervals(state, region, ctx)
+        cfg = ctx.cfg
+        self.theta = affine_step(ctx.spec, self.theta, self.symbols, region, batch.index, get_loss(cfg.loss), ctx.lr,
+                                 cfg.weight_decay, self.cap)
+        forms = params_box(self.theta)
+        self.last = {n: sb.params[n].intersect(forms[n]) for n in state}
+        return self.last, {"interval_mean_width": float(box_widths(sb.params).mean()), "symbols": self.symbols.m}
+
+    def restore(self, log: list) -> None:
+        self.theta = None
+
+    def close(self) -> None:
+        pass
+
+    def relational(self) -> dict | None:
+        return self.theta
+
+
+def make_bounder(spec: ModelSpec, cfg: TrainConfig, info: TaskInfo) -> IntervalBounder | MibpBounder | AffineBounder:
     """The bounder of ``cfg.method``."""
-    return MibpBounder(spec, cfg, info) if cfg.method == "mibp" else IntervalBounder()
+    if cfg.method == "mibp":
+        return MibpBounder(spec, cfg, info)
+    if cfg.method == "affine":
+        return AffineBounder(cfg)
+    return IntervalBounder()

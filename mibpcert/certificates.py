@@ -23,8 +23,10 @@ import torch
 from .data_checks import check_test_data
 from .encode.predict import mibp_margin_lower
 from .losses import get_loss, label_mask
+from .steps.affine import logit_forms
 from .steps.interval import ParamBox, forward
-from .interval.tensor import Interval, cast_down, check_exact_float32_matmul, outward_rounding
+from .interval.affine import Affine
+from .interval.tensor import Interval, cast_down, cast_up, check_exact_float32_matmul, outward_rounding
 from .model import ModelSpec
 from .solvers import SolveOptions
 
@@ -83,6 +85,39 @@ def logit_differences(spec: ModelSpec, box: ParamBox, x: Interval, post: list[In
         br = b[ref]
         m = m + Interval(br.lo.unsqueeze(1) - b.hi.unsqueeze(0), br.hi.unsqueeze(1) - b.lo.unsqueeze(0), check=False)
     return m
+
+
+def relational_bounds(spec: ModelSpec, theta: dict, X: torch.Tensor, y: torch.Tensor, eps: float,
+                      chunk: int = 128) -> tuple[Interval, Interval]:
+    """Logit and margin bounds from affine forms of the parameters (``TrainResult.relational``):
+    the forward pass keeps the relations between the layers' parameters, and the margins
+    ``z_y - z_j`` are differences of forms. Sound for every parameter vector of the forms and every
+    input within ``eps`` of ``X``."""
+    los, his, mlo, mhi = [], [], [], []
+    for s in range(0, X.shape[0], chunk):
+        Xc, yc = X[s:s + chunk].to(torch.float64), y[s:s + chunk]
+        x = input_box(Xc, eps)
+        z = logit_forms(spec, theta, x if isinstance(x, Interval) else Interval.point(x))
+        b = z.bounds()
+        los.append(b.lo)
+        his.append(b.hi)
+        if spec.out_features == 1:
+            m = z.reshape(-1).scale((2 * yc - 1).reshape(-1).to(torch.float64)).bounds()
+        else:
+            ref = yc.long().reshape(-1)
+            idx = torch.arange(len(ref), device=ref.device)
+            zy = Affine(z.c[idx, ref].unsqueeze(1).expand_as(z.c), z.G[idx, ref].unsqueeze(1).expand_as(z.G),
+                        z.e[idx, ref].unsqueeze(1).expand_as(z.e))
+            d = (zy - z).bounds()
+            other = torch.ones_like(d.lo, dtype=torch.bool)
+            other[idx, ref] = False
+            inf = torch.full_like(d.lo, torch.inf)
+            m = Interval(torch.where(other, d.lo, inf).amin(1), torch.where(other, d.hi, inf).amin(1), check=False)
+        mlo.append(m.lo)
+        mhi.append(m.hi)
+    dt = X.dtype
+    return (Interval(cast_down(torch.cat(los), dt), cast_up(torch.cat(his), dt), check=False),
+            Interval(cast_down(torch.cat(mlo), dt), cast_up(torch.cat(mhi), dt), check=False))
 
 
 def certified_mask(spec: ModelSpec, box: ParamBox, X: torch.Tensor, y: torch.Tensor, eps: float,
@@ -187,6 +222,9 @@ def certify(
             empty = torch.zeros(X.shape[0], dtype=torch.bool, device=X.device)
             return CertReport(empty, empty, logits, None, empty, float(test_eps), loss_bounds, None, None, trigger_eps)
         margin = margin_bounds(spec, box, X, y, test_eps, exact=cfg.exact_matmul)
+        if result.relational is not None:
+            rel_logits, rel_margin = relational_bounds(spec, result.relational, X, y, test_eps)
+            logits, margin = logits.intersect(rel_logits), margin.intersect(rel_margin)
         finite = torch.isfinite(margin.lo) & torch.isfinite(margin.hi)
         if method == "mibp" and bool(finite.all()):
             margin = _mibp_margin(result, box, X, y, test_eps, margin, backend, time_limit, workers)

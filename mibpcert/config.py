@@ -9,7 +9,7 @@ import torch
 
 from .losses import get_loss
 
-METHODS = ("interval", "mibp")
+METHODS = ("interval", "mibp", "affine")
 MODES = ("per_sample", "joint")
 RELAX = ("milp", "lp")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -29,6 +29,10 @@ class TrainConfig:
     ``"joint"``) and intersects. ``relax``/``partitions``: how relaxing backends treat binaries and
     bilinear terms; ``pwl_pieces``: segments of the sigmoid enclosure (BCE); ``time_limit`` per
     objective (seconds), ``threads`` per solve, ``workers`` parallel solver processes.
+    ``"affine"`` carries the parameters as affine forms from step to step (relations between
+    parameters and shared symbols for each poisoned sample: the poisoned training set is fixed
+    before training) and intersects their box with the interval step's; ``affine_symbols`` caps the
+    number of symbols (order reduction beyond it).
     ``select_epoch``: return the epoch whose box certifies most of the validation set passed to
     :func:`certified_train` (at ``val_eps``); the choice only looks at bounds, so it stays sound.
     ``outward_rounding=False`` drops the floating-point error terms of the interval path (faster,
@@ -58,6 +62,7 @@ class TrainConfig:
     dtype: str = "float64"
     outward_rounding: bool = True
     exact_matmul: bool = False
+    affine_symbols: int = 2000
     checkpoint_dir: str | None = None
     progress: bool = False
 
@@ -67,7 +72,7 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
 
-        for name in ("epochs", "batch_size", "threads", "workers", "partitions", "pwl_pieces"):
+        for name in ("epochs", "batch_size", "threads", "workers", "partitions", "pwl_pieces", "affine_symbols"):
             positive_int(name)
         for name in ("lr", "weight_decay", "lr_decay", "val_eps"):
             v = getattr(self, name)
@@ -95,10 +100,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.relax must be one of {RELAX}, got {self.relax!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"TrainConfig.dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
-        if self.method == "mibp" and self.dtype != "float64":
+        if self.method in ("mibp", "affine") and self.dtype != "float64":
             raise ValueError(
-                f"TrainConfig: method='mibp' needs dtype='float64', got {self.dtype!r}: the solver bounds the step in "
-                "float64 and cannot account for the rounding of a lower-precision SGD step; use float64, or "
+                f"TrainConfig: method={self.method!r} needs dtype='float64', got {self.dtype!r}: its bounds account for "
+                "float64 rounding only and cannot contain a lower-precision SGD step; use float64, or "
                 "method='interval' (whose outward rounding works in any precision) for float32"
             )
         if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):

@@ -88,6 +88,7 @@ def run_summary(result, report: CertReport, timings: dict | None = None, backdoo
         "selected_epoch": int(result.selected_epoch),
         "epoch_val_certified": list(result.epoch_val_certified),
         "method": cfg.method,
+        "attacker": "fixed" if cfg.method == "affine" else "per_step",
         "backend": cfg.backend if cfg.method == "mibp" else None,
         "loss": cfg.loss,
         "solver_seconds": float(sum(x.solver_seconds for x in result.log)),
@@ -154,6 +155,8 @@ def format_summary(summary: dict, title: str | None = None) -> str:
     if s.get("backend"):
         method += f" / {s['backend']}"
     rows.append(("method / backend", method))
+    if s.get("attacker") == "fixed":
+        rows.append(("attacker", "poisons the training set once (the same poisoned data in every epoch)"))
     warnings: list[str] = []
     if s.get("solver_bounds") is not None:
         line, warning = fallback_note(int(s["solver_bounds"]), int(s.get("fallback_bounds") or 0),

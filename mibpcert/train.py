@@ -55,6 +55,7 @@ class StepLog:
     solver_seconds: float = 0.0
     width_ratio: float = 1.0  # mean width of the final box / mean width of the interval box
     fallback_reasons: dict[str, int] = field(default_factory=dict)  # why bounds kept the interval value
+    symbols: int = 0  # affine method: symbols of the parameter forms after the step
 
 
 @dataclass
@@ -65,7 +66,9 @@ class TrainResult:
     ``nominal``: the model trained on the clean data with the same init, order and recipe;
     ``log``: one :class:`StepLog` per step; ``selected_epoch``: the epoch the box belongs to;
     ``diverged``: with ``select_epoch``, why training stopped early when the bounds of a later
-    epoch became non-finite (the box is then the best finished epoch's), else None.
+    epoch became non-finite (the box is then the best finished epoch's), else None;
+    ``relational``: affine forms of the parameters (``method="affine"``, when the box is the last
+    step's), which :func:`~mibpcert.certificates.certify` uses besides the box, else None.
     """
 
     spec: ModelSpec
@@ -78,6 +81,7 @@ class TrainResult:
     selected_epoch: int
     epoch_val_certified: list[float] = field(default_factory=list)
     diverged: str | None = None
+    relational: dict | None = None
 
     def box(self) -> ParamBox:
         return {n: Interval(lo, hi, check=False) for n, (lo, hi) in self.param_bounds.items()}
@@ -245,7 +249,7 @@ def certified_train(
                     # the bounder's step over the threat region
                     region = threat.region(Xb, yb, info)
                     ctx = StepContext(spec, cfg, info, threat, lr, theta_before)
-                    new_box, stats = bounder.bound_step(box, Batch(Xb, yb), region, ctx)
+                    new_box, stats = bounder.bound_step(box, Batch(Xb, yb, idx), region, ctx)
                     w = box_widths(new_box)
                     if not bool(torch.isfinite(w).all()):
                         prev = ", ".join(f"{s.step}:{s.max_width:.3g}" for s in steps_log[-5:])
@@ -292,14 +296,17 @@ def certified_train(
         if bar is not None:
             bar.close()
     _warn_fallbacks(steps_log)
+    relational = bounder.relational()
 
     selected = cfg.epochs - 1
     bounds = {k: (v.lo.detach(), v.hi.detach()) for k, v in box.items()}
     if cfg.select_epoch and best is not None:
         _, selected, bounds, nom_state = best
         nominal.load_state_dict(nom_state)
+    if selected != cfg.epochs - 1 or diverged is not None:
+        relational = None  # the forms describe the last step, not the box returned
     nominal.requires_grad_(False)
-    return TrainResult(spec, bounds, nominal, steps_log, cfg, threat, info, selected, val_scores, diverged)
+    return TrainResult(spec, bounds, nominal, steps_log, cfg, threat, info, selected, val_scores, diverged, relational)
 
 
 def fallback_counts(steps: list[StepLog]) -> tuple[int, int, dict[str, int]]:

@@ -85,12 +85,12 @@ def cast_up(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.where(c.to(t.dtype) < t, _up(c), c)
 
 
-def _widen(lo: torch.Tensor, hi: torch.Tensor, err: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+def widen(lo: torch.Tensor, hi: torch.Tensor, err: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
     """Move ``lo`` down and ``hi`` up by the error bound ``err`` (plus one ulp for the move itself)."""
     return _down(lo - err), _up(hi + err)
 
 
-def _gamma(n: int, dtype: torch.dtype) -> float:
+def gamma(n: int, dtype: torch.dtype) -> float:
     u = torch.finfo(dtype).eps / 2
     m = n + 2
     return m * u / (1 - m * u)
@@ -101,8 +101,8 @@ def directed_sum(t: torch.Tensor, up: bool) -> torch.Tensor:
     lower bound of the exact sum."""
     s = t.sum(0)
     if rounding_enabled():
-        err = _gamma(t.shape[0], t.dtype) * t.abs().sum(0) + torch.finfo(t.dtype).tiny
-        lo, hi = _widen(s, s, err)
+        err = gamma(t.shape[0], t.dtype) * t.abs().sum(0) + torch.finfo(t.dtype).tiny
+        lo, hi = widen(s, s, err)
         s = hi if up else lo
     return s
 
@@ -232,8 +232,8 @@ class Interval:
         lo, hi = self.lo.sum(dim), self.hi.sum(dim)
         if rounding_enabled():
             n = self.lo.shape[dim]
-            g = _gamma(n, self.dtype)
-            lo, hi = _widen(lo, hi, g * torch.maximum(self.lo.abs(), self.hi.abs()).sum(dim))
+            g = gamma(n, self.dtype)
+            lo, hi = widen(lo, hi, g * torch.maximum(self.lo.abs(), self.hi.abs()).sum(dim))
         return Interval(lo, hi, check=False)
 
     def relu(self) -> "Interval":
@@ -292,7 +292,7 @@ def matmul(a: Interval | torch.Tensor, b: Interval | torch.Tensor, exact: bool =
     lo, hi = mid - rad, mid + rad
     if rounding_enabled():
         n = (a.shape[-1])
-        lo, hi = _widen(lo, hi, _gamma(n + 2, lo.dtype) * (mag + rad) + torch.finfo(lo.dtype).tiny)
+        lo, hi = widen(lo, hi, gamma(n + 2, lo.dtype) * (mag + rad) + torch.finfo(lo.dtype).tiny)
     return Interval(lo, hi, check=False)
 
 
@@ -310,5 +310,5 @@ def monotone(fn, x: Interval, increasing: bool = True, ulps: int = 8) -> Interva
     lo, hi = (a, b) if increasing else (b, a)
     if rounding_enabled():
         eps = torch.finfo(lo.dtype).eps
-        lo, hi = _widen(lo, hi, ulps * eps * torch.maximum(lo.abs(), hi.abs()) + torch.finfo(lo.dtype).tiny)
+        lo, hi = widen(lo, hi, ulps * eps * torch.maximum(lo.abs(), hi.abs()) + torch.finfo(lo.dtype).tiny)
     return Interval(lo, hi, check=False)

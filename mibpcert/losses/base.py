@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..interval.affine import Affine
 from ..interval.tensor import Interval
 from ..ir.encoder import AffineSum, Encoder, Vec
 
@@ -43,6 +44,13 @@ class Loss:
         non-negative, and outward rounding of a huge box can push a lower bound below that."""
         loss, grad = self.interval_bounds(logits, labels)
         return Interval(loss.lo.clamp_min(0), loss.hi.clamp_min(0), check=False), grad
+
+    def affine_grad(self, z: Affine, labels) -> Affine:
+        """d loss / d logits (B, C) as affine forms over the logits' symbols, for logit forms ``z``
+        and every allowed label. Default: the interval bounds of the gradient over the logits'
+        range, as independent terms (sound for every loss; losses whose gradient is close to
+        linear in the logits override it to keep the relation)."""
+        return Affine.from_interval(self.bounds(z.bounds(), labels)[1], z.m)
 
     def encode_grad(self, enc: Encoder, z: Vec, label: Vec, bounds, pieces: int) -> Vec:
         """d loss / d logits of one sample for logits ``z`` and label encoding ``label`` (binary:

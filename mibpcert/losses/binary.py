@@ -56,6 +56,24 @@ class BCE(BinaryLoss):
     def encode_grad(self, enc, z, label, bounds, pieces):
         return encode_difference(enc, _sigmoid_enclosure(enc, z, pieces), label, bounds, "dbce")
 
+    def affine_grad(self, z, mask):
+        """``sigmoid(z) - y``: ``sigmoid(z) - lam z`` is increasing on [l, u] for ``lam`` the smaller
+        endpoint slope (sigmoid' falls with |z|), so sigmoid(z) lies in ``lam z`` plus
+        ``[sigmoid(l) - lam l, sigmoid(u) - lam u]``; the label is an independent term in the hull
+        of the allowed labels."""
+        zb = z.bounds()
+        l, u = zb.lo[:, 0], zb.hi[:, 0]
+        lam = torch.minimum(torch.sigmoid(l) * torch.sigmoid(-l), torch.sigmoid(u) * torch.sigmoid(-u))
+        lam = lam * (1 - 64 * torch.finfo(lam.dtype).eps)  # below the true slopes despite rounding
+        sl = monotone(torch.sigmoid, Interval(l, l, check=False)).lo
+        su = monotone(torch.sigmoid, Interval(u, u, check=False)).hi
+        low = Interval.point(sl) - Interval.point(l).scale(lam)
+        high = Interval.point(su) - Interval.point(u).scale(lam)
+        s = z.reshape(-1).scale(lam).shift(Interval(low.lo, high.hi, check=False))
+        y_lo, y_hi = torch.where(mask[:, 0], 0.0, 1.0), torch.where(mask[:, 1], 1.0, 0.0)
+        g = s.shift(Interval(-y_hi.to(l.dtype), -y_lo.to(l.dtype), check=False))
+        return g.reshape(-1, 1)
+
 
 def _sigmoid_enclosure(enc: Encoder, z: Vec, pieces: int) -> Vec:
     """A variable s with s = sigmoid(z) inside the piecewise-linear enclosure (module docstring)."""

@@ -345,3 +345,47 @@ def test_loss_bounds_stay_in_the_loss_range_for_a_huge_box():
     for loss, zz, lab in (("bce", z[:, :1], label_mask(labels % 2, 2)), ("hinge", z[:, :1], label_mask(labels % 2, 2)),
                           ("ce", z, label_mask(labels, 3)), ("mse", z, Interval.point(torch.zeros(4, 3, dtype=F64)))):
         assert bool((bounded_loss(loss, zz, lab)[0].lo >= 0).all()), loss
+
+
+@pytest.mark.parametrize("name", ["bce", "hinge", "ce", "mse"])
+@pytest.mark.parametrize("width", [1e-6, 0.05, 2.0])
+def test_affine_gradient_contains_autograd(name, width):
+    """``Loss.affine_grad``: for logits drawn from affine forms (shared symbols at random points and
+    vertices) and every allowed label, torch's gradient of the loss lies in the returned form for
+    the same symbol values (up to the check's own rounding)."""
+    from mibpcert.interval.affine import Affine
+    from mibpcert.losses import get_loss
+
+    gen = torch.Generator().manual_seed(int(width * 1000) + len(name))
+    B, C, m, S = 6, (3 if name == "ce" else 1), 3, 300
+    z = Affine(torch.randn(B, C, generator=gen, dtype=F64) * 2, width * torch.randn(B, C, m, generator=gen, dtype=F64),
+               width * torch.rand(B, C, generator=gen, dtype=F64))
+    xi = 2 * torch.rand(S, m, generator=gen, dtype=F64) - 1
+    xi[:60] = torch.sign(xi[:60])
+    eta = torch.sign(2 * torch.rand(S, B, C, generator=gen, dtype=F64) - 1)
+    zv = z.c + torch.einsum("bcm,sm->sbc", z.G, xi) + z.e * eta
+    loss = get_loss(name)
+    if name == "mse":
+        t_lo = torch.randn(B, C, generator=gen, dtype=F64)
+        labels = Interval(t_lo, t_lo + 0.1)
+        label_draws = [t_lo, t_lo + 0.1, t_lo + 0.05]
+    else:
+        K = 2 if C == 1 else C
+        labels = torch.rand(B, K, generator=gen) < 0.6
+        labels[torch.arange(B), torch.randint(K, (B,), generator=gen)] = True
+        label_draws = [torch.full((B,), k, dtype=F64) for k in range(K)]
+    g = loss.affine_grad(z, labels)
+    centre = g.c + torch.einsum("bcm,sm->sbc", g.G, xi)
+    for k, yk in enumerate(label_draws):
+        if name != "mse":
+            ok = labels[:, k]
+            if not bool(ok.any()):
+                continue
+        zz = zv.clone().requires_grad_(True)
+        val = torch_loss(name, zz.reshape(-1, C), yk.repeat(S) if name != "mse" else yk.repeat(S, 1)).sum()
+        (gv,) = torch.autograd.grad(val, zz)
+        slack = 8 * torch.finfo(F64).eps * (gv.abs() + g.c.abs() + g.G.abs().sum(-1) + g.e)
+        gap = (gv - centre).abs() - g.e - slack
+        if name != "mse":
+            gap = gap[:, ok]
+        assert bool((gap <= 0).all()), f"{name} label {k}: outside by {float(gap.max()):.3e}"

@@ -1,0 +1,223 @@
+"""The affine SGD step: the parameters as affine forms over symbols kept from step to step.
+
+The interval step forgets every relation between parameters, so ``theta - lr g(theta)`` counts the
+width of ``theta`` twice, and each step may pick the poisoned data anew. Here the parameters are
+affine forms ``theta = c + G xi`` (:mod:`mibpcert.interval.affine`) whose symbols persist:
+
+* data symbols: one per (training sample, feature, region kind) whose threat box has width. The
+  poisoned training set is chosen once, before training, so a sample's poisoned value is the same
+  in every step that sees it, and every such step uses the same symbol (keyed by the sample's
+  index in the training set; a box that differs from the one first seen, or an unknown index,
+  gets an independent term instead, which is always sound);
+* step symbols: what a step's relaxations leave independent (products, ReLUs, loss gradients) is
+  one new symbol per parameter entry after the update. When there are more than ``cap`` symbols,
+  the step symbols that matter least (Girard's score ``|g|_1 - |g|_inf``) are enclosed in one new
+  symbol per parameter entry (order reduction, sound: a sum of symbols lies in the sum of
+  their radii).
+
+The step itself: forward pass, loss gradient (:meth:`mibpcert.losses.Loss.affine_grad`), backward
+pass and update on forms, every sample of the batch in its region as in the interval step. With a
+budget of ``0 < k < B`` poisoned samples, the batch gradient is the sum of the base forms plus, per
+parameter, the k largest increases of a sample's poisoned form over its base form (the difference
+is taken on forms, so the parameters' shared part cancels), as in the interval step's k-of-N rule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..interval.affine import Affine, linear, linear_t, outer_each, outer_sum
+from ..interval.tensor import Interval, directed_sum, rounding_enabled
+from ..losses import Loss
+from ..model import ModelSpec
+
+AffineParams = dict  # name -> Affine, all over the same symbols
+
+
+@dataclass
+class SymbolTable:
+    """The persistent symbols: ``m`` columns of every parameter form; ``data`` maps (sample
+    index, region kind) to the sample's columns (-1 where the box is a point) and its box."""
+
+    m: int = 0
+    data: dict = field(default_factory=dict)
+    fixed: set = field(default_factory=set)  # data columns (never merged by order reduction)
+
+    def input_form(self, box: Interval, index: torch.Tensor | None, kind: str) -> tuple[Affine, int]:
+        """The inputs (B, d) of a batch in ``box`` as forms, with a shared symbol per sample and
+        feature of width (new symbols are added to the table); returns the form and the number
+        of symbols the table had before (forms over fewer symbols must be padded)."""
+        before = self.m
+        B, d = box.shape
+        cols = torch.full((B, d), -1, dtype=torch.long)
+        for b in range(B if index is not None else 0):
+            key = (int(index[b]), kind)
+            lo, hi = box.lo[b].detach().cpu(), box.hi[b].detach().cpu()
+            known = self.data.get(key)
+            if known is None:
+                width = hi > lo
+                c = torch.full((d,), -1, dtype=torch.long)
+                c[width] = torch.arange(self.m, self.m + int(width.sum()))
+                self.fixed.update(int(j) for j in c[width])
+                self.m += int(width.sum())
+                self.data[key] = known = (c, lo.clone(), hi.clone())
+            if torch.equal(known[1], lo) and torch.equal(known[2], hi):
+                cols[b] = known[0]
+        x = Affine.from_interval(box, self.m)
+        shared = (cols >= 0).to(box.lo.device)
+        G = x.G
+        if bool(shared.any()):
+            bi, fi = torch.nonzero(shared, as_tuple=True)
+            G[bi, fi, cols.to(box.lo.device)[bi, fi]] = x.e[bi, fi]
+        return Affine(x.c, G, torch.where(shared, 0.0, x.e)), before
+
+
+def _forward_backward(spec: ModelSpec, theta: AffineParams, x: Affine, labels, loss: Loss, each: bool) -> dict:
+    """Gradient forms of every parameter: summed over the batch, or per sample (``each``)."""
+    pre, post, grads = [], [], []
+    a = x
+    for layer in spec.layers:
+        z = linear(a, theta[layer.weight], theta[layer.bias] if layer.bias else None)
+        pre.append(z)
+        if layer.relu:
+            a, gate = z.relu()
+            grads.append(gate)
+        else:
+            a = z
+            grads.append(None)
+        post.append(a)
+    delta = loss.affine_grad(pre[-1], labels)
+    out: dict[str, Affine] = {}
+    for li in range(len(spec.layers) - 1, -1, -1):
+        layer = spec.layers[li]
+        a_prev = x if li == 0 else post[li - 1]
+        out[layer.weight] = outer_each(delta, a_prev) if each else outer_sum(delta, a_prev)
+        if layer.bias is not None:
+            out[layer.bias] = delta if each else delta.sum(0)
+        if li > 0:
+            delta = linear_t(delta, theta[layer.weight])
+            if grads[li - 1] is not None:
+                delta = delta.gate(grads[li - 1])
+    return out
+
+
+def _budget_shift(base: Affine, pois: Affine, k: int) -> Interval:
+    """Bounds on what at most k samples moved from their base to their poisoned region add to the
+    batch sum: the k largest per-sample increases (and decreases) per entry."""
+    diff = (pois - base).bounds()
+    inc_hi = diff.hi.clamp_min(0)
+    inc_lo = (-diff.lo).clamp_min(0)
+    top_hi = directed_sum(torch.topk(inc_hi, k, dim=0).values, up=True)
+    top_lo = directed_sum(torch.topk(inc_lo, k, dim=0).values, up=True)
+    return Interval(-top_lo, top_hi, check=False)
+
+
+def affine_step(spec: ModelSpec, theta: AffineParams, symbols: SymbolTable, region, index: torch.Tensor | None,
+                loss: Loss, lr: float, weight_decay: float = 0.0, cap: int = 2000) -> AffineParams:
+    """One SGD step on the mean batch loss over ``region``, on forms (see module docstring). The
+    forms returned are over ``symbols.m`` symbols and have no independent part."""
+    B = region.features.shape[0]
+    k = region.k
+    split = k is not None and 0 < k < B
+    use_pois = k is None or k >= B
+    feats = region.poisoned_features if (use_pois or split) else region.features
+    labs = region.poisoned_labels if (use_pois or split) else region.labels
+    x, _ = symbols.input_form(feats, index, "poisoned" if (use_pois or split) else "base")
+    if split:
+        xb, _ = symbols.input_form(region.features, index, "base")
+    theta = {n: f.pad(symbols.m) for n, f in theta.items()}
+    x = x.pad(symbols.m)
+    if split:
+        xb = xb.pad(symbols.m)
+        gb = _forward_backward(spec, theta, xb, region.labels, loss, each=True)
+        gp = _forward_backward(spec, theta, x, labs, loss, each=True)
+        grads = {n: gb[n].sum(0).shift(_budget_shift(gb[n], gp[n], k)) for n in gb}
+    else:
+        grads = _forward_backward(spec, theta, x, labs, loss, each=False)
+    decay = 1.0 - lr * weight_decay
+    new = {n: theta[n] if n in spec.frozen else theta[n].combine(decay, grads[n], -lr / B) for n in spec.param_names}
+    new = _absorb(new, symbols)
+    return _reduce(new, symbols, cap)
+
+
+def _absorb(theta: AffineParams, symbols: SymbolTable) -> AffineParams:
+    """Every independent part becomes a new symbol (one per entry with e > 0)."""
+    names = list(theta)
+    e = torch.cat([theta[n].e.reshape(-1) for n in names])
+    nz = torch.nonzero(e > 0).reshape(-1)
+    if len(nz) == 0:
+        return theta
+    m0 = symbols.m
+    symbols.m += len(nz)
+    flat_G = torch.cat([theta[n].G.reshape(theta[n].c.numel(), m0) for n in names])
+    G = torch.cat([flat_G, flat_G.new_zeros(flat_G.shape[0], len(nz))], dim=1)
+    G[nz, m0 + torch.arange(len(nz), device=G.device)] = e[nz]
+    return _split(names, theta, torch.cat([theta[n].c.reshape(-1) for n in names]), G, torch.zeros_like(e))
+
+
+def _split(names, like: AffineParams, c, G, e) -> AffineParams:
+    out, at = {}, 0
+    for n in names:
+        size = like[n].c.numel()
+        shape = like[n].shape
+        out[n] = Affine(c[at:at + size].reshape(shape), G[at:at + size].reshape(*shape, G.shape[1]), e[at:at + size].reshape(shape))
+        at += size
+    return out
+
+
+def _reduce(theta: AffineParams, symbols: SymbolTable, cap: int) -> AffineParams:
+    """Order reduction: when there are more than ``cap`` symbols, the step symbols with the
+    smallest ``|g|_1 - |g|_inf`` are enclosed in one new symbol per parameter entry."""
+    names = list(theta)
+    P = sum(theta[n].c.numel() for n in names)
+    if symbols.m <= cap:
+        return theta
+    G = torch.cat([theta[n].G.reshape(theta[n].c.numel(), symbols.m) for n in names])
+    movable = torch.tensor([j not in symbols.fixed for j in range(symbols.m)], device=G.device)
+    absG = G.abs()
+    score = absG.sum(0) - absG.amax(0)
+    score = torch.where(movable, score, torch.inf)
+    n_drop = min(int(movable.sum()), symbols.m - cap + P)
+    drop = torch.topk(score, n_drop, largest=False).indices
+    keep = torch.ones(symbols.m, dtype=torch.bool, device=G.device)
+    keep[drop] = False
+    e = absG[:, drop].sum(1)
+    if rounding_enabled() and n_drop:
+        e = torch.nextafter(e * (1 + 4 * torch.finfo(e.dtype).eps * (n_drop + 2)), torch.full_like(e, torch.inf))
+    remap = torch.cumsum(keep.to(torch.long), 0) - 1
+    symbols.data = {key: (torch.where(cols >= 0, remap.cpu()[cols.clamp_min(0)], cols), lo, hi)
+                    for key, (cols, lo, hi) in symbols.data.items()}
+    symbols.fixed = {int(remap[j]) for j in symbols.fixed}
+    symbols.m = int(keep.sum())
+    c = torch.cat([theta[n].c.reshape(-1) for n in names])
+    reduced = _split(names, theta, c, G[:, keep], e)
+    return _absorb(reduced, symbols)
+
+
+def params_from_box(box: dict, symbols: SymbolTable) -> AffineParams:
+    """Forms of a parameter box: its centre and one new symbol per entry of width."""
+    theta = {n: Affine.from_interval(iv, symbols.m) for n, iv in box.items()}
+    return _absorb(theta, symbols)
+
+
+def params_box(theta: AffineParams) -> dict:
+    return {n: f.bounds() for n, f in theta.items()}
+
+
+def logit_forms(spec: ModelSpec, theta: AffineParams, x: Interval) -> Affine:
+    """The logits (N, C) of every input in the box ``x`` (N, d) for every parameter vector of the
+    forms. Each input feature of width gets a new symbol (after the parameters' symbols), so the
+    relations between the layers are kept for the parameters and for the input."""
+    m0 = next(iter(theta.values())).m
+    N, d = x.shape
+    a = Affine.from_interval(x, m0 + N * d)
+    cols = m0 + torch.arange(N * d, device=x.lo.device).reshape(N, d)
+    a.G[torch.arange(N, device=x.lo.device)[:, None], torch.arange(d, device=x.lo.device)[None, :], cols] = a.e
+    a = Affine(a.c, a.G, torch.zeros_like(a.e))
+    theta = {n: f.pad(m0 + N * d) for n, f in theta.items()}
+    for layer in spec.layers:
+        a = linear(a, theta[layer.weight], theta[layer.bias] if layer.bias else None)
+        if layer.relu:
+            a, _ = a.relu()
+    return a

@@ -87,20 +87,23 @@ def logit_differences(spec: ModelSpec, box: ParamBox, x: Interval, post: list[In
     return m
 
 
-def relational_bounds(spec: ModelSpec, theta: dict, X: torch.Tensor, y: torch.Tensor, eps: float,
-                      chunk: int = 128) -> tuple[Interval, Interval]:
+def relational_bounds(spec: ModelSpec, theta: dict, X: torch.Tensor, y: torch.Tensor | None, eps: float,
+                      chunk: int = 128) -> tuple[Interval, Interval | None]:
     """Logit and margin bounds from affine forms of the parameters (``TrainResult.relational``):
     the forward pass keeps the relations between the layers' parameters, and the margins
-    ``z_y - z_j`` are differences of forms. Sound for every parameter vector of the forms and every
-    input within ``eps`` of ``X``."""
+    ``z_y - z_j`` are differences of forms (classification labels ``y``; None: logits only).
+    Sound for every parameter vector of the forms and every input within ``eps`` of ``X``."""
     los, his, mlo, mhi = [], [], [], []
     for s in range(0, X.shape[0], chunk):
-        Xc, yc = X[s:s + chunk].to(torch.float64), y[s:s + chunk]
+        Xc = X[s:s + chunk].to(torch.float64)
         x = input_box(Xc, eps)
         z = logit_forms(spec, theta, x if isinstance(x, Interval) else Interval.point(x))
         b = z.bounds()
         los.append(b.lo)
         his.append(b.hi)
+        if y is None:
+            continue
+        yc = y[s:s + chunk]
         if spec.out_features == 1:
             m = z.reshape(-1).scale((2 * yc - 1).reshape(-1).to(torch.float64)).bounds()
         else:
@@ -116,8 +119,10 @@ def relational_bounds(spec: ModelSpec, theta: dict, X: torch.Tensor, y: torch.Te
         mlo.append(m.lo)
         mhi.append(m.hi)
     dt = X.dtype
-    return (Interval(cast_down(torch.cat(los), dt), cast_up(torch.cat(his), dt), check=False),
-            Interval(cast_down(torch.cat(mlo), dt), cast_up(torch.cat(mhi), dt), check=False))
+    logits = Interval(cast_down(torch.cat(los), dt), cast_up(torch.cat(his), dt), check=False)
+    if y is None:
+        return logits, None
+    return logits, Interval(cast_down(torch.cat(mlo), dt), cast_up(torch.cat(mhi), dt), check=False)
 
 
 def certified_mask(spec: ModelSpec, box: ParamBox, X: torch.Tensor, y: torch.Tensor, eps: float,
@@ -211,6 +216,11 @@ def certify(
     box = result.box()
     with outward_rounding(cfg.outward_rounding):
         logits = logit_bounds(spec, box, X, test_eps, exact=cfg.exact_matmul)
+        rel = None
+        if result.relational is not None:
+            rel = relational_bounds(spec, result.relational, X, None if task == "regression" else y, test_eps)
+        if rel is not None:
+            logits = logits.intersect(rel[0])
         labels = Interval.point(y) if task == "regression" else label_mask(y, num_classes)
         loss_iv, _ = get_loss(cfg.loss).bounds(logits, labels)
         finite_loss = loss_iv.is_finite()
@@ -222,9 +232,8 @@ def certify(
             empty = torch.zeros(X.shape[0], dtype=torch.bool, device=X.device)
             return CertReport(empty, empty, logits, None, empty, float(test_eps), loss_bounds, None, None, trigger_eps)
         margin = margin_bounds(spec, box, X, y, test_eps, exact=cfg.exact_matmul)
-        if result.relational is not None:
-            rel_logits, rel_margin = relational_bounds(spec, result.relational, X, y, test_eps)
-            logits, margin = logits.intersect(rel_logits), margin.intersect(rel_margin)
+        if rel is not None:
+            margin = margin.intersect(rel[1])
         finite = torch.isfinite(margin.lo) & torch.isfinite(margin.hi)
         if method == "mibp" and bool(finite.all()):
             margin = _mibp_margin(result, box, X, y, test_eps, margin, backend, time_limit, workers)

@@ -24,11 +24,12 @@ pytestmark = pytest.mark.slow
 
 F64 = torch.float64
 N, BATCH = 12, 5
+TEST_EPS = 0.03
 
 
 def _data(task: str, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    X = torch.randn(N + 6, 2, generator=g, dtype=F64)
+    X = torch.randn(N + 40, 2, generator=g, dtype=F64)
     if task == "binary":
         y = (X[:, 0] * X[:, 1] + 0.3 * X[:, 0] > 0).to(F64)
     elif task == "multiclass":
@@ -106,15 +107,22 @@ def test_fixed_poisoned_trainings_stay_in_the_affine_box(name):
     model = mlp([2, 5, outputs], seed=3)
     cfg = TrainConfig(loss=loss, method="affine", batch_size=BATCH, **recipe)
     res = certified_train(model, X, y, threat_f(), cfg)
-    rep = certify(res, X_test, y_test, test_eps=0.0)
+    assert res.relational is not None, "the affine forms are not kept for certification"
+    rep = certify(res, X_test, y_test, test_eps=TEST_EPS)
     gen = torch.Generator().manual_seed(7)
     sets = _poisoned_sets(name, threat_f(), model, X, y, loss, recipe, gen)
     assert len(sets) >= 8, "too few poisoned sets drawn"
+    tests = [X_test] + [X_test + TEST_EPS * (2 * torch.rand(X_test.shape, generator=gen, dtype=F64) - 1) for _ in range(3)]
+    tests += [X_test + TEST_EPS * torch.where(torch.rand(X_test.shape, generator=gen) < 0.5, 1.0, -1.0).to(F64) for _ in range(3)]
     for t, (Xp, yp) in enumerate(sets):
         net = sgd_train(model, Xp, yp, loss, **_recipe(recipe))
         assert_in_box(res, net, f"{name}: poisoned set {t}")
-        logits = net(X_test)
-        assert bool(((logits >= rep.logits.lo) & (logits <= rep.logits.hi)).all()), f"{name}: logits of set {t}"
+        for Xt in tests:
+            logits = net(Xt)
+            assert bool(((logits >= rep.logits.lo) & (logits <= rep.logits.hi)).all()), f"{name}: logits of set {t}"
+            if task != "regression":
+                pred = (logits[:, 0] > 0).long() if outputs == 1 else logits.argmax(1)
+                assert bool((pred[rep.certified] == y_test.long()[rep.certified]).all()), f"{name}: certified but wrong, set {t}"
 
 
 def test_affine_is_tighter_than_interval_where_nothing_switches():

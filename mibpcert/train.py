@@ -25,6 +25,7 @@ from .certificates import certified_mask
 from .config import TrainConfig
 from .data_checks import check_training_data
 from .losses import get_loss
+from .steps.affine import check_size as check_affine_size
 from .steps.interval import ParamBox, box_widths
 from .interval.tensor import Interval, check_exact_float32_matmul, outward_rounding
 from .model import ModelSpec, describe
@@ -191,6 +192,8 @@ def certified_train(
             "nominal model is returned frozen; call .requires_grad_(True) on it to train it further)"
         )
     opt = torch.optim.SGD(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.method == "affine":
+        check_affine_size(spec, X.shape[0], spec.in_features, info.batch_size, cfg.affine_symbols)
     bounder = make_bounder(spec, cfg, info)
     loss = get_loss(cfg.loss)
     state = nominal.state_dict()

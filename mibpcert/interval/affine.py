@@ -39,10 +39,11 @@ class Affine:
     """Affine forms of one tensor: centre ``c`` (shape S), generators ``G`` (S + (m,)), independent
     error radius ``e`` (S, non-negative)."""
 
-    __slots__ = ("c", "G", "e")
+    __slots__ = ("c", "G", "e", "_r")
 
     def __init__(self, c: torch.Tensor, G: torch.Tensor, e: torch.Tensor) -> None:
         self.c, self.G, self.e = c, G, e
+        self._r: torch.Tensor | None = None  # gen_radius, computed once (forms are not modified)
 
     # -- construction ------------------------------------------------------------------------
     @staticmethod
@@ -69,10 +70,12 @@ class Affine:
 
     def gen_radius(self) -> torch.Tensor:
         """``sum |G|`` over the symbols, rounded up (an upper bound of ``|G xi|``)."""
-        r = self.G.abs().sum(-1)
-        if rounding_enabled() and self.m:
-            r = _up(r * (1 + 2 * gamma(self.m, r.dtype)))
-        return r
+        if self._r is None:
+            r = self.G.abs().sum(-1)
+            if rounding_enabled() and self.m:
+                r = _up(r * (1 + 2 * gamma(self.m, r.dtype)))
+            self._r = r
+        return self._r
 
     def radius(self) -> torch.Tensor:
         r = self.gen_radius() + self.e

@@ -102,15 +102,42 @@ def _forward_backward(spec: ModelSpec, theta: AffineParams, x: Affine, labels, l
     return out
 
 
-def _budget_shift(base: Affine, pois: Affine, k: int) -> Interval:
-    """Bounds on what at most k samples moved from their base to their poisoned region add to the
-    batch sum: the k largest per-sample increases (and decreases) per entry."""
-    diff = (pois - base).bounds()
-    inc_hi = diff.hi.clamp_min(0)
-    inc_lo = (-diff.lo).clamp_min(0)
-    top_hi = directed_sum(torch.topk(inc_hi, k, dim=0).values, up=True)
-    top_lo = directed_sum(torch.topk(inc_lo, k, dim=0).values, up=True)
-    return Interval(-top_lo, top_hi, check=False)
+def _budget_grads(spec: ModelSpec, theta: AffineParams, xb: Affine, xp: Affine, region, loss: Loss, k: int,
+                  max_elements: int = 1 << 24) -> dict:
+    """The batch gradient when at most k samples leave their base region: the sum of the base
+    forms plus, per entry, the k largest increases (and decreases) of a sample's poisoned form over
+    its base form. Per-sample forms are built a chunk of samples at a time (at most about
+    ``max_elements`` generator entries), so memory does not grow with the batch."""
+    B, m = xb.shape[0], xb.m
+    P = sum(f.c.numel() for f in theta.values())
+    chunk = max(1, max_elements // max(1, P * m))
+    total: dict[str, Affine] = {}
+    inc_hi: dict[str, list] = {n: [] for n in theta}
+    inc_lo: dict[str, list] = {n: [] for n in theta}
+    for s in range(0, B, chunk):
+        sl = slice(s, s + chunk)
+        gb = _forward_backward(spec, theta, _rows(xb, sl), _rows_labels(region.labels, sl), loss, each=True)
+        gp = _forward_backward(spec, theta, _rows(xp, sl), _rows_labels(region.poisoned_labels, sl), loss, each=True)
+        for n in gb:
+            part = gb[n].sum(0)
+            total[n] = part if n not in total else total[n] + part
+            diff = (gp[n] - gb[n]).bounds()
+            inc_hi[n].append(diff.hi.clamp_min(0))
+            inc_lo[n].append((-diff.lo).clamp_min(0))
+    out = {}
+    for n in total:
+        top_hi = directed_sum(torch.topk(torch.cat(inc_hi[n]), k, dim=0).values, up=True)
+        top_lo = directed_sum(torch.topk(torch.cat(inc_lo[n]), k, dim=0).values, up=True)
+        out[n] = total[n].shift(Interval(-top_lo, top_hi, check=False))
+    return out
+
+
+def _rows(x: Affine, sl: slice) -> Affine:
+    return Affine(x.c[sl], x.G[sl], x.e[sl])
+
+
+def _rows_labels(labels, sl: slice):
+    return Interval(labels.lo[sl], labels.hi[sl], check=False) if isinstance(labels, Interval) else labels[sl]
 
 
 def affine_step(spec: ModelSpec, theta: AffineParams, symbols: SymbolTable, region, index: torch.Tensor | None,
@@ -130,9 +157,7 @@ def affine_step(spec: ModelSpec, theta: AffineParams, symbols: SymbolTable, regi
     x = x.pad(symbols.m)
     if split:
         xb = xb.pad(symbols.m)
-        gb = _forward_backward(spec, theta, xb, region.labels, loss, each=True)
-        gp = _forward_backward(spec, theta, x, labs, loss, each=True)
-        grads = {n: gb[n].sum(0).shift(_budget_shift(gb[n], gp[n], k)) for n in gb}
+        grads = _budget_grads(spec, theta, xb, x, region, loss, k)
     else:
         grads = _forward_backward(spec, theta, x, labs, loss, each=False)
     decay = 1.0 - lr * weight_decay
@@ -193,6 +218,24 @@ def _reduce(theta: AffineParams, symbols: SymbolTable, cap: int) -> AffineParams
     c = torch.cat([theta[n].c.reshape(-1) for n in names])
     reduced = _split(names, theta, c, G[:, keep], e)
     return _absorb(reduced, symbols)
+
+
+MEMORY_LIMIT = 8 * 2**30  # bytes of generator tensors a step may need before the run is refused
+
+
+def check_size(spec: ModelSpec, n_samples: int, n_features: int, batch_size: int, cap: int) -> None:
+    """Refuse, before training, a run whose forms would not fit in memory: every perturbed feature
+    of every training sample may get a symbol (twice with a budget: base and poisoned regions),
+    and a step holds a few tensors of (batch, layer width, symbols) generators."""
+    symbols = 2 * n_samples * n_features + cap + spec.num_params
+    widths = sum(layer.out_features for layer in spec.layers) + spec.in_features
+    need = 8 * symbols * (spec.num_params + 6 * batch_size * widths)
+    if need > MEMORY_LIMIT:
+        raise ValueError(
+            f"method='affine' would need about {need / 2**30:.0f} GiB for its affine forms ({n_samples} training samples x "
+            f"{n_features} features may each carry a symbol, batch {batch_size}); use fewer training samples, a smaller "
+            "batch, or method='interval'"
+        )
 
 
 def params_from_box(box: dict, symbols: SymbolTable) -> AffineParams:

@@ -1,0 +1,46 @@
+"""The affine SGD step (``mibpcert.steps.affine``): symbol bookkeeping and input checks. Its
+soundness against concrete poisoned trainings is in ``tests/soundness/test_affine_training.py``,
+the arithmetic in ``tests/interval/test_affine.py``."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mibpcert import TrainConfig, certified_train, mlp
+from mibpcert.interval.tensor import Interval
+from mibpcert.threats import LinfFeatures
+from mibpcert.steps.affine import SymbolTable
+
+F64 = torch.float64
+
+
+def test_one_symbol_per_sample_feature_shared_by_every_step():
+    sym = SymbolTable()
+    lo = torch.zeros(4, 3, dtype=F64)
+    hi = torch.tensor([[1.0, 0.0, 1.0]] * 4, dtype=F64)  # the middle feature is a point
+    idx = torch.tensor([7, 2, 9, 4])
+    x1, _ = sym.input_form(Interval(lo, hi), idx, "poisoned")
+    assert sym.m == 8, "one symbol per sample and feature of width"
+    x2, _ = sym.input_form(Interval(lo[[1, 3]], hi[[1, 3]]), idx[[1, 3]], "poisoned")  # a later batch
+    assert sym.m == 8, "a sample seen again reuses its symbols"
+    assert torch.equal(x2.G, x1.G[[1, 3]]), "the same sample gets the same symbols"
+    assert bool((x1.e == 0).all()), "shared features carry no independent part"
+    other = hi.clone()
+    other[0, 0] = 2.0  # a different box for sample 7: an independent term, never a shared symbol
+    x3, _ = sym.input_form(Interval(lo[:1], other[:1]), idx[:1], "poisoned")
+    assert float(x3.e[0, 0]) >= 1.0 and bool((x3.G[0, 0] == 0).all())
+    x4, _ = sym.input_form(Interval(lo, hi), None, "poisoned")  # unknown indices: independent terms
+    assert bool((x4.G == 0).all()) and bool((x4.e[:, 0] > 0).all())
+
+
+def test_too_large_a_run_is_refused_before_training():
+    X = torch.randn(3000, 64, dtype=F64)
+    y = (X[:, 0] > 0).to(F64)
+    with pytest.raises(ValueError, match="method='affine' would need about"):
+        certified_train(mlp([64, 32, 1], seed=0), X, y, LinfFeatures(0.01),
+                        TrainConfig(method="affine", loss="hinge", batch_size=500))
+
+
+def test_float32_is_refused():
+    with pytest.raises(ValueError, match="method='affine' needs dtype='float64'"):
+        TrainConfig(method="affine", dtype="float32")

@@ -44,11 +44,10 @@ class SymbolTable:
     data: dict = field(default_factory=dict)
     fixed: set = field(default_factory=set)  # data columns (never merged by order reduction)
 
-    def input_form(self, box: Interval, index: torch.Tensor | None, kind: str) -> tuple[Affine, int]:
+    def input_form(self, box: Interval, index: torch.Tensor | None, kind: str) -> Affine:
         """The inputs (B, d) of a batch in ``box`` as forms, with a shared symbol per sample and
-        feature of width (new symbols are added to the table); returns the form and the number
-        of symbols the table had before (forms over fewer symbols must be padded)."""
-        before = self.m
+        feature of width (new symbols are added to the table; forms over fewer symbols must be
+        padded)."""
         B, d = box.shape
         cols = torch.full((B, d), -1, dtype=torch.long)
         for b in range(B if index is not None else 0):
@@ -70,7 +69,7 @@ class SymbolTable:
         if bool(shared.any()):
             bi, fi = torch.nonzero(shared, as_tuple=True)
             G[bi, fi, cols.to(box.lo.device)[bi, fi]] = x.e[bi, fi]
-        return Affine(x.c, G, torch.where(shared, 0.0, x.e)), before
+        return Affine(x.c, G, torch.where(shared, 0.0, x.e))
 
 
 def _forward_backward(spec: ModelSpec, theta: AffineParams, x: Affine, labels, loss: Loss, each: bool) -> dict:
@@ -150,9 +149,9 @@ def affine_step(spec: ModelSpec, theta: AffineParams, symbols: SymbolTable, regi
     use_pois = k is None or k >= B
     feats = region.poisoned_features if (use_pois or split) else region.features
     labs = region.poisoned_labels if (use_pois or split) else region.labels
-    x, _ = symbols.input_form(feats, index, "poisoned" if (use_pois or split) else "base")
+    x = symbols.input_form(feats, index, "poisoned" if (use_pois or split) else "base")
     if split:
-        xb, _ = symbols.input_form(region.features, index, "base")
+        xb = symbols.input_form(region.features, index, "base")
     theta = {n: f.pad(symbols.m) for n, f in theta.items()}
     x = x.pad(symbols.m)
     if split:

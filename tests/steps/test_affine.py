@@ -19,17 +19,17 @@ def test_one_symbol_per_sample_feature_shared_by_every_step():
     lo = torch.zeros(4, 3, dtype=F64)
     hi = torch.tensor([[1.0, 0.0, 1.0]] * 4, dtype=F64)  # the middle feature is a point
     idx = torch.tensor([7, 2, 9, 4])
-    x1, _ = sym.input_form(Interval(lo, hi), idx, "poisoned")
+    x1 = sym.input_form(Interval(lo, hi), idx, "poisoned")
     assert sym.m == 8, "one symbol per sample and feature of width"
-    x2, _ = sym.input_form(Interval(lo[[1, 3]], hi[[1, 3]]), idx[[1, 3]], "poisoned")  # a later batch
+    x2 = sym.input_form(Interval(lo[[1, 3]], hi[[1, 3]]), idx[[1, 3]], "poisoned")  # a later batch
     assert sym.m == 8, "a sample seen again reuses its symbols"
     assert torch.equal(x2.G, x1.G[[1, 3]]), "the same sample gets the same symbols"
     assert bool((x1.e == 0).all()), "shared features carry no independent part"
     other = hi.clone()
     other[0, 0] = 2.0  # a different box for sample 7: an independent term, never a shared symbol
-    x3, _ = sym.input_form(Interval(lo[:1], other[:1]), idx[:1], "poisoned")
+    x3 = sym.input_form(Interval(lo[:1], other[:1]), idx[:1], "poisoned")
     assert float(x3.e[0, 0]) >= 1.0 and bool((x3.G[0, 0] == 0).all())
-    x4, _ = sym.input_form(Interval(lo, hi), None, "poisoned")  # unknown indices: independent terms
+    x4 = sym.input_form(Interval(lo, hi), None, "poisoned")  # unknown indices: independent terms
     assert bool((x4.G == 0).all()) and bool((x4.e[:, 0] > 0).all())
 
 

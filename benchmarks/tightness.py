@@ -4,7 +4,9 @@ Setting "Moons-100" (MIBP-Cert style): ``make_moons`` noise 0.1, unscaled, 100 t
 test points, full batch, a 2-10-1 ReLU MLP (seed 0), hinge loss, lr 0.2, ``LinfFeatures(eps)`` on
 every training point, test radius = eps, final model. For every eps and number of steps:
 
-* **width**: mean parameter width of each method's box (interval; affine);
+* **width**: mean parameter width of each method's box: interval; affine; MIBP on a box (the
+  joint program, HiGHS LP); MIBP on the affine forms (``relational=True``, joint, HiGHS LP). The
+  MIBP methods run only up to ``--mibp-steps`` steps (a step costs tens of seconds);
 * **inner**: the widest parameter range reached by concrete trainings on poisoned sets fixed
   before training (random vertices, and for every parameter entry the vertex given by the sign of
   d theta_j / d X through the unrolled training, both signs): a lower bound on the true reachable
@@ -18,8 +20,9 @@ every training point, test radius = eps, final model. For every eps and number o
 Targets (from the issue): eps 0.001 and 8 steps, affine box/inner <= 1.5 at <= 20x the interval
 time; eps 0.01 and 8 steps, the best box/inner <= 3; 60 steps, certified >= 0.80 at eps 0.01 and
 >= 0.60 at eps 0.1; the FullCert setting (Moons-1000, 2-20-1, BCE, batch 100, lr 0.005, 20 epochs),
-certified >= 0.75 at eps 0.01 and >= 0.5 at eps 0.1. The MIBP rows of the issue's table need the relational MIBP step, which is not
-built yet, and are not measured here.
+certified >= 0.75 at eps 0.01 and >= 0.5 at eps 0.1; the best method at eps 0.01 and 8 steps in no
+more time per step than the MIBP step on a box; a MIBP step on the affine forms at most 2x the time
+of one on a box.
 
 Usage::
 
@@ -41,7 +44,11 @@ from mibpcert.losses import per_sample_loss
 from mibpcert.threats import LinfFeatures
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-METHODS = ("interval", "affine")
+MIBP = dict(method="mibp", mode="joint", relax="lp", time_limit=20.0)
+METHODS = {"interval": dict(method="interval"), "affine": dict(method="affine"), "mibp box": MIBP,
+           "mibp relational": dict(MIBP, relational=True)}
+MIBP_METHODS = ("mibp box", "mibp relational")
+FAST = ("interval", "affine")  # the methods of the FullCert-setting rows (200 steps)
 LR, HIDDEN = 0.2, 10
 
 
@@ -111,7 +118,7 @@ def ceiling(runs_final: torch.Tensor, X_test, y_test, eps: float) -> float:
     return float(ok.double().mean())
 
 
-def run(eps: float, steps: int, n_random: int) -> dict:
+def run(eps: float, steps: int, n_random: int, mibp_steps: int) -> dict:
     ds = data()
     X, y = ds.X_train, ds.y_train
     gen = torch.Generator().manual_seed(0)
@@ -121,13 +128,15 @@ def run(eps: float, steps: int, n_random: int) -> dict:
     inner = (traj.amax(0) - traj.amin(0)).mean(-1)  # per step
     row = dict(eps=eps, steps=steps, inner=float(inner[-1]), first=float(first.mean()),
                ceiling=ceiling(traj[:, -1], ds.X_test, ds.y_test, eps), inner_steps=inner.tolist())
-    for method in METHODS:
+    for method, kw in METHODS.items():
+        if method in MIBP_METHODS and steps > mibp_steps:
+            continue
         say(f"  {method}")
         # warm-up (imports, torch's first optimizer): not part of the time per step
         certified_train(mlp([2, HIDDEN, 1], seed=0), X, y, LinfFeatures(eps),
-                        TrainConfig(epochs=1, lr=LR, batch_size=100, loss="hinge", method=method))
+                        TrainConfig(epochs=1, lr=LR, batch_size=100, loss="hinge", method="interval"))
         t0 = time.perf_counter()
-        cfg = TrainConfig(epochs=steps, lr=LR, batch_size=100, loss="hinge", method=method)
+        cfg = TrainConfig(epochs=steps, lr=LR, batch_size=100, loss="hinge", **kw)
         res = certified_train(mlp([2, HIDDEN, 1], seed=0), X, y, LinfFeatures(eps), cfg)
         sec = (time.perf_counter() - t0) / steps
         rep = certify(res, ds.X_test, ds.y_test, test_eps=eps)
@@ -141,10 +150,10 @@ def fullcert(eps: float) -> dict:
     certified accuracy at test radius eps and seconds per step of each method."""
     ds = two_moons(n_train=1000, n_test=200, noise=0.1, seed=0)
     row = dict(eps=eps)
-    for method in METHODS:
+    for method in FAST:
         say(f"FullCert setting, eps {eps}: {method}")
         t0 = time.perf_counter()
-        cfg = TrainConfig(epochs=20, lr=0.005, batch_size=100, loss="bce", method=method)
+        cfg = TrainConfig(epochs=20, lr=0.005, batch_size=100, loss="bce", **METHODS[method])
         res = certified_train(mlp([2, 20, 1], seed=0), ds.X_train, ds.y_train, LinfFeatures(eps), cfg)
         sec = (time.perf_counter() - t0) / len(res.log)
         rep = certify(res, ds.X_test, ds.y_test, test_eps=eps)
@@ -153,17 +162,21 @@ def fullcert(eps: float) -> dict:
 
 
 def fullcert_table(rows: list[dict]) -> list[str]:
-    lines = ["| eps | " + " | ".join(f"{m} certified" for m in METHODS) + " | " + " | ".join(f"{m} width" for m in METHODS)
-             + " | " + " | ".join(f"{m} s/step" for m in METHODS) + " | target |", "|" + "---|" * (2 + 3 * len(METHODS))]
+    lines = ["| eps | " + " | ".join(f"{m} certified" for m in FAST) + " | " + " | ".join(f"{m} width" for m in FAST)
+             + " | " + " | ".join(f"{m} s/step" for m in FAST) + " | target |", "|" + "---|" * (2 + 3 * len(FAST))]
     goals = {0.01: 0.75, 0.1: 0.5}
     for r in rows:
-        best = max(r[m]["certified"] for m in METHODS)
+        best = max(r[m]["certified"] for m in FAST)
         goal = goals.get(r["eps"])
-        lines.append(f"| {r['eps']} | " + " | ".join(f"{r[m]['certified']:.3f}" for m in METHODS) + " | "
-                     + " | ".join(f"{r[m]['width']:.3g}" for m in METHODS) + " | "
-                     + " | ".join(f"{r[m]['s_per_step']:.3f}" for m in METHODS) + " | "
+        lines.append(f"| {r['eps']} | " + " | ".join(f"{r[m]['certified']:.3f}" for m in FAST) + " | "
+                     + " | ".join(f"{r[m]['width']:.3g}" for m in FAST) + " | "
+                     + " | ".join(f"{r[m]['s_per_step']:.3f}" for m in FAST) + " | "
                      + ("–" if goal is None else f"≥ {goal}: {verdict(best, goal, False)}") + " |")
     return lines
+
+
+def _cell(r: dict, m: str, text) -> str:
+    return text(r[m]) if m in r else "–"
 
 
 def table(rows: list[dict]) -> str:
@@ -174,9 +187,9 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"| {r['eps']} | {r['steps']} | {r['inner']:.3g} | {r['first']:.3g} | "
-            + " | ".join(f"{r[m]['width']:.3g} ({r[m]['width'] / r['inner']:.2f}×)" for m in METHODS) + " | "
-            + " | ".join(f"{r[m]['certified']:.3f}" for m in METHODS) + f" | {r['ceiling']:.3f} | "
-            + " | ".join(f"{r[m]['s_per_step']:.3f}" for m in METHODS) + " |")
+            + " | ".join(_cell(r, m, lambda x: f"{x['width']:.3g} ({x['width'] / r['inner']:.2f}×)") for m in METHODS) + " | "
+            + " | ".join(_cell(r, m, lambda x: f"{x['certified']:.3f}") for m in METHODS) + f" | {r['ceiling']:.3f} | "
+            + " | ".join(_cell(r, m, lambda x: f"{x['s_per_step']:.3f}") for m in METHODS) + " |")
     return "\n".join(lines)
 
 
@@ -191,12 +204,22 @@ def targets(rows: list[dict]) -> list[str]:
                    f"time {slow:.1f}× interval (target ≤ 20×): {verdict(slow, 20, True, '.1f')}")
     r = by.get((0.01, 8))
     if r:
-        best = min(r[m]["width"] for m in METHODS) / r["inner"]
-        out.append(f"- switching (eps 0.01, 8 steps): best box/inner {best:.2f} (target ≤ 3): {verdict(best, 3, True, '.2f')}")
+        ran = [m for m in METHODS if m in r]
+        best = min(ran, key=lambda m: r[m]["width"])
+        ratio = r[best]["width"] / r["inner"]
+        out.append(f"- switching (eps 0.01, 8 steps): best box/inner {ratio:.2f} ({best}; target ≤ 3): {verdict(ratio, 3, True, '.2f')}")
+        if "mibp box" in r:
+            t = r[best]["s_per_step"] / r["mibp box"]["s_per_step"]
+            out.append(f"- its time per step: {t:.2f}× the MIBP step on a box (target ≤ 1×): {verdict(t, 1, True, '.2f')}")
+    for (eps, steps), r in sorted(by.items()):
+        if "mibp relational" in r:
+            t = r["mibp relational"]["s_per_step"] / r["mibp box"]["s_per_step"]
+            out.append(f"- MIBP step on affine forms vs on a box (eps {eps}, {steps} steps): {t:.1f}× the time "
+                       f"(target ≤ 2×): {verdict(t, 2, True, '.1f')}; width {r['mibp relational']['width'] / r['mibp box']['width']:.2f}× the box program's")
     for eps, goal in ((0.01, 0.80), (0.1, 0.60)):
         r = by.get((eps, 60))
         if r:
-            best = max(r[m]["certified"] for m in METHODS)
+            best = max(r[m]["certified"] for m in METHODS if m in r)
             out.append(f"- certified at eps {eps}, 60 steps: best {best:.3f} (ceiling {r['ceiling']:.3f}; target ≥ {goal}): "
                        f"{verdict(best, goal, False)}")
     return out
@@ -208,14 +231,14 @@ def plot(rows: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    long = [r for r in rows if r["steps"] == max(x["steps"] for x in rows)]
-    fig, axes = plt.subplots(1, len(long), figsize=(4.5 * len(long), 3.6), squeeze=False)
-    for ax, r in zip(axes[0], long):
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.5 * len(rows), 3.6), squeeze=False)
+    for ax, r in zip(axes[0], rows):
         steps = range(1, r["steps"] + 1)
         for m in METHODS:
-            ax.semilogy(steps, r[m]["widths"], label=m)
+            if m in r:
+                ax.semilogy(steps, r[m]["widths"], label=m)
         ax.semilogy(steps, r["inner_steps"], "k--", label="inner (attacks)")
-        ax.set_title(f"eps {r['eps']}")
+        ax.set_title(f"eps {r['eps']}, {r['steps']} steps")
         ax.set_xlabel("step")
         ax.set_ylabel("mean parameter width")
         ax.legend(fontsize=8)
@@ -228,20 +251,22 @@ def main() -> None:
     ap.add_argument("--eps", type=float, nargs="+", default=[0.001, 0.01, 0.1])
     ap.add_argument("--steps", type=int, nargs="+", default=[8, 60])
     ap.add_argument("--random", type=int, default=40, help="random vertex poisoned sets per setting")
+    ap.add_argument("--mibp-steps", type=int, default=8, help="run the MIBP methods for settings of at most this many steps")
     ap.add_argument("--fullcert", type=float, nargs="*", default=[0.01, 0.1], help="eps of the FullCert-setting rows")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "tightness.md"))
     args = ap.parse_args()
     torch.set_num_threads(1)
-    rows = [run(e, s, args.random) for s in args.steps for e in args.eps]
+    rows = [run(e, s, args.random, args.mibp_steps) for s in args.steps for e in args.eps]
     fc = [fullcert(e) for e in args.fullcert]
     text = "\n".join([
-        "# Tightness: interval vs affine against concrete attacks (Moons-100)", "",
+        "# Tightness: interval, affine and MIBP (box, relational) against concrete attacks (Moons-100)", "",
         f"Generated by `python benchmarks/tightness.py {' '.join(f'--eps {e}' for e in args.eps)} "
-        f"--steps {' '.join(map(str, args.steps))}` on {cpu_description()}, {versions()}, one thread.", "",
+        f"--steps {' '.join(map(str, args.steps))} --mibp-steps {args.mibp_steps}` on {cpu_description()}, {versions()}, one thread.", "",
         "Setting: make_moons noise 0.1, 100 training / 200 test points, full batch, 2-10-1 ReLU (seed 0), hinge, "
         "lr 0.2, `LinfFeatures(eps)` on every point, test radius eps, final model. inner: widest range reached by "
         "trainings on poisoned sets fixed before training (sign-gradient vertices per parameter, random vertices); "
-        "ceiling: test points no attacked model misclassifies.", "",
+        "ceiling: test points no attacked model misclassifies. MIBP: the joint program with HiGHS, LP relaxation, 20 s "
+        f"per objective side, run for settings of at most {args.mibp_steps} steps (– elsewhere).", "",
         table(rows), "", "Targets:", *targets(rows), "",
         *(["## FullCert setting", "",
            "Moons-1000 (make_moons noise 0.1, seed 0; not FullCert's own data file), 2-20-1 ReLU (seed 0), BCE, "

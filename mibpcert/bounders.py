@@ -4,8 +4,10 @@ A step bounder maps the state carried between steps (today the parameter box) an
 with its threat region to the state after the step and a few statistics. The training loop only
 sees this interface, so checkpointing, epoch selection and certificates do not depend on which
 bounder ran. :class:`IntervalBounder` runs the interval step; :class:`MibpBounder` runs it too
-and intersects its box with the solver bounds of the step's mixed-integer bilinear program.
-Each is sound when the state it starts from contains every reachable parameter vector.
+and intersects its box with the solver bounds of the step's mixed-integer bilinear program;
+:class:`AffineBounder` carries affine forms between steps and :class:`RelationalMibpBounder`
+refines each affine step with the joint program tied to the forms. Each is sound when the state
+it starts from contains every reachable parameter vector.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 
 from .config import TrainConfig
 from .encode.tighten import StepTightener
-from .steps.affine import SymbolTable, affine_step, params_box, params_from_box
+from .steps.affine import AffineUpdate, SymbolTable, affine_update, finish, params_box, params_from_box
 from .steps.interval import ParamBox, StepBounds, box_widths, interval_step
 from .losses import get_loss
 from .model import ModelSpec
@@ -119,13 +121,14 @@ class MibpBounder:
 
 
 class AffineBounder:
-    """Affine forms carried between steps (:func:`mibpcert.steps.affine.affine_step`): the state
+    """Affine forms carried between steps (:func:`mibpcert.steps.affine.affine_update`): the state
     the loop sees is the forms' box intersected with the interval step's box. The forms start from
     the first box they see and restart from the box when the loop hands over another one (e.g.
     after resuming from a checkpoint, which stores boxes only): always sound, only the relations
     built before are lost."""
 
     needs_nominal = False
+    with_trace = False  # whether the affine step also bounds its intermediate quantities
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cap = cfg.affine_symbols
@@ -140,11 +143,19 @@ class AffineBounder:
             self.theta = params_from_box({n: iv.to(torch.float64) for n, iv in state.items()}, self.symbols)
         sb = step_intervals(state, region, ctx)
         cfg = ctx.cfg
-        self.theta = affine_step(ctx.spec, self.theta, self.symbols, region, batch.index, get_loss(cfg.loss), ctx.lr,
-                                 cfg.weight_decay, self.cap)
+        upd = affine_update(ctx.spec, self.theta, self.symbols, region, batch.index, get_loss(cfg.loss), ctx.lr,
+                            cfg.weight_decay, with_trace=self.with_trace)
+        after, box, stats = self._refine(state, sb, batch, region, ctx, upd)
+        self.theta = finish(after, self.symbols, self.cap)
         forms = params_box(self.theta)
-        self.last = {n: sb.params[n].intersect(forms[n]) for n in state}
-        return self.last, {"interval_mean_width": float(box_widths(sb.params).mean()), "symbols": self.symbols.m}
+        self.last = {n: box[n].intersect(forms[n]) for n in state}
+        return self.last, {"interval_mean_width": float(box_widths(sb.params).mean()), "symbols": self.symbols.m, **stats}
+
+    def _refine(self, state: ParamBox, sb: StepBounds, batch: Batch, region, ctx: StepContext,
+                upd: AffineUpdate) -> tuple[dict, ParamBox, dict]:
+        """The step's forms before their independent parts become symbols, a box enclosing the
+        step's result (the interval step's here) and extra statistics."""
+        return upd.theta, sb.params, {}
 
     def restore(self, log: list) -> None:
         self.theta = None
@@ -156,10 +167,36 @@ class AffineBounder:
         return self.theta
 
 
-def make_bounder(spec: ModelSpec, cfg: TrainConfig, info: TaskInfo) -> IntervalBounder | MibpBounder | AffineBounder:
-    """The bounder of ``cfg.method``."""
+class RelationalMibpBounder(AffineBounder):
+    """The affine step with the joint MIBP program on its forms
+    (:meth:`~mibpcert.encode.tighten.StepTightener.tighten_forms`): the solver bounds what the
+    affine relaxations left independent, and the updated values, with the parameters and poisoned
+    inputs tied to their symbols; binaries only for the ReLUs and loss pieces whose state the (affine-tightened)
+    bounds leave open. A step the solver cannot bound keeps the affine step's forms."""
+
+    needs_nominal = True
+    with_trace = True
+
+    def __init__(self, spec: ModelSpec, cfg: TrainConfig, info: TaskInfo) -> None:
+        super().__init__(cfg)
+        self.tightener = StepTightener(spec, cfg, info)
+
+    def _refine(self, state, sb, batch, region, ctx, upd):
+        return self.tightener.tighten_forms(state, sb, region, batch.X, batch.y, ctx.lr, ctx.theta_nominal, ctx.threat,
+                                            self.theta, upd)
+
+    def restore(self, log: list) -> None:
+        super().restore(log)
+        self.tightener.solved_before = any(s.solver_bounds > 0 for s in log)
+
+    def close(self) -> None:
+        self.tightener.close()
+
+
+def make_bounder(spec: ModelSpec, cfg: TrainConfig, info: TaskInfo) -> StepBounder:
+    """The bounder of ``cfg.method`` (and ``cfg.relational``)."""
     if cfg.method == "mibp":
-        return MibpBounder(spec, cfg, info)
+        return RelationalMibpBounder(spec, cfg, info) if cfg.relational else MibpBounder(spec, cfg, info)
     if cfg.method == "affine":
         return AffineBounder(cfg)
     return IntervalBounder()

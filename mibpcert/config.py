@@ -32,7 +32,10 @@ class TrainConfig:
     ``"affine"`` carries the parameters as affine forms from step to step (relations between
     parameters and shared symbols for each poisoned sample: the poisoned training set is fixed
     before training) and intersects their box with the interval step's; ``affine_symbols`` caps the
-    number of symbols (order reduction beyond it).
+    number of symbols (order reduction beyond it). ``relational=True`` (with ``method="mibp"``,
+    ``mode="joint"``) runs the MIBP step on those forms: the program's parameters and poisoned
+    inputs are tied to their symbols, and the solver bounds what the affine step's relaxations
+    left independent, so the state stays relational (:mod:`mibpcert.encode.relational_step`).
     ``select_epoch``: return the epoch whose box certifies most of the validation set passed to
     :func:`certified_train` (at ``val_eps``); the choice only looks at bounds, so it stays sound.
     ``outward_rounding=False`` drops the floating-point error terms of the interval path (faster,
@@ -63,6 +66,7 @@ class TrainConfig:
     outward_rounding: bool = True
     exact_matmul: bool = False
     affine_symbols: int = 2000
+    relational: bool = False
     checkpoint_dir: str | None = None
     progress: bool = False
 
@@ -78,7 +82,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0 or v == float("inf"):
                 raise ValueError(f"TrainConfig.{name} must be a finite non-negative number, got {v!r}")
-        for name in ("shuffle", "select_epoch", "outward_rounding", "exact_matmul", "progress"):
+        for name in ("shuffle", "select_epoch", "outward_rounding", "exact_matmul", "progress", "relational"):
             v = getattr(self, name)
             if not isinstance(v, bool):
                 raise ValueError(f"TrainConfig.{name} must be true or false, got {v!r} ({type(v).__name__})")
@@ -98,6 +102,12 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.relax not in RELAX:
             raise ValueError(f"TrainConfig.relax must be one of {RELAX}, got {self.relax!r}")
+        if self.relational and (self.method != "mibp" or self.mode != "joint"):
+            raise ValueError(
+                f"TrainConfig.relational=True runs the joint MIBP program on affine forms: it needs method='mibp' and "
+                f"mode='joint', got method={self.method!r}, mode={self.mode!r} (method='affine' alone carries forms "
+                "without a solver)"
+            )
         if self.dtype not in DTYPES:
             raise ValueError(f"TrainConfig.dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
         if self.method in ("mibp", "affine") and self.dtype != "float64":

@@ -88,7 +88,8 @@ def run_summary(result, report: CertReport, timings: dict | None = None, backdoo
         "selected_epoch": int(result.selected_epoch),
         "epoch_val_certified": list(result.epoch_val_certified),
         "method": cfg.method,
-        "attacker": "fixed" if cfg.method == "affine" else "per_step",
+        "relational": bool(cfg.relational),
+        "attacker": "fixed" if cfg.method == "affine" or cfg.relational else "per_step",
         "backend": cfg.backend if cfg.method == "mibp" else None,
         "loss": cfg.loss,
         "solver_seconds": float(sum(x.solver_seconds for x in result.log)),
@@ -154,6 +155,8 @@ def format_summary(summary: dict, title: str | None = None) -> str:
     method = str(s.get("method"))
     if s.get("backend"):
         method += f" / {s['backend']}"
+    if s.get("relational"):
+        method += " on affine forms (relational)"
     rows.append(("method / backend", method))
     if s.get("attacker") == "fixed":
         rows.append(("attacker", "poisons the training set once (the same poisoned data in every epoch)"))

@@ -68,8 +68,8 @@ class TrainResult:
     ``log``: one :class:`StepLog` per step; ``selected_epoch``: the epoch the box belongs to;
     ``diverged``: with ``select_epoch``, why training stopped early when the bounds of a later
     epoch became non-finite (the box is then the best finished epoch's), else None;
-    ``relational``: affine forms of the parameters (``method="affine"``, when the box is the last
-    step's), which :func:`~mibpcert.certificates.certify` uses besides the box, else None.
+    ``relational``: affine forms of the parameters (``method="affine"`` or ``relational=True``, when
+    the box is the last step's), which :func:`~mibpcert.certificates.certify` uses besides the box, else None.
     """
 
     spec: ModelSpec
@@ -192,7 +192,7 @@ def certified_train(
             "nominal model is returned frozen; call .requires_grad_(True) on it to train it further)"
         )
     opt = torch.optim.SGD(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.method == "affine":
+    if cfg.method == "affine" or cfg.relational:
         check_affine_size(spec, X.shape[0], spec.in_features, info.batch_size, cfg.affine_symbols)
     bounder = make_bounder(spec, cfg, info)
     loss = get_loss(cfg.loss)

@@ -32,6 +32,9 @@ from mibpcert import TrainConfig
         (dict(dtype="float16"), "TrainConfig.dtype must be one of"),
         (dict(device="tpu"), "TrainConfig.device must be"),
         (dict(time_limit=0), "TrainConfig.time_limit must be positive"),
+        (dict(relational=1), "TrainConfig.relational must be true or false"),
+        (dict(method="affine", relational=True), "needs method='mibp' and mode='joint'"),
+        (dict(method="mibp", relational=True), "needs method='mibp' and mode='joint', got method='mibp', mode='per_sample'"),
     ],
 )
 def test_bad_config(kw, match):

@@ -9,7 +9,7 @@ import numpy as np
 import mibpcert.solvers.highs as highs_mod
 from mibpcert import certified_train
 from mibpcert.solvers import Status
-from tests.helpers.mibp import case_data, mibp_cfg, run_interval
+from tests.helpers.mibp import case_data, mibp_cfg, run_interval, run_mibp
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,3 +63,16 @@ def test_interval_runs_have_no_solver_line():
     res = run_interval(model, X, y, threat_f(), loss)
     s = run_summary(res, certify(res, X, y))
     assert "solver_bounds" not in s and "solver bounds" not in format_summary(s) and "WARNING" not in format_summary(s)
+
+
+def test_relational_runs_say_so():
+    """The MIBP program on affine forms: the summary names it and its attacker (poisons once)."""
+    from mibpcert import certify
+    from mibpcert.report import format_summary, run_summary
+
+    model, X, y, threat_f, _, loss = case_data("linf_k1-bce")
+    res = run_mibp(model, X, y, threat_f(), loss, relax="lp", relational=True)
+    s = run_summary(res, certify(res, X, y))
+    assert s["relational"] is True and s["attacker"] == "fixed" and s["solver_bounds"] > 0
+    text = format_summary(s)
+    assert "on affine forms (relational)" in text and "poisons the training set once" in text

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..config import TrainConfig
 from ..steps.interval import ParamBox, StepBounds, aggregate, flat_grads, flatten, keep_frozen, unflatten
-from ..interval.tensor import Interval, cast_down, cast_up
+from ..interval.affine import Affine
+from ..interval.tensor import Interval, cast_down, cast_up, rounding_enabled
 from ..losses import get_loss
 from ..model import ModelSpec
 from ..solvers import LicenceLimit, SolveOptions, SolverUnavailable, Status, get_backend
 from ..solvers.parallel import SolverPool, bound_many
 from ..threats import TaskInfo
+from .relational_step import relational_program
 from .training_step import StepProgram, StepSetting, TraceBounds, joint_program, sample_program
 
 log = logging.getLogger("mibpcert")
@@ -38,6 +42,12 @@ class StepTightener:
         self.options = SolveOptions(time_limit=cfg.time_limit, threads=cfg.threads, relax=cfg.relax, partitions=cfg.partitions)
         self.pool = SolverPool(cfg.workers) if cfg.workers > 1 else None  # reused by every step
         self.solved_before = False  # a licence limit after the first solved step falls back, before it raises
+        # The symbol ties of the relational program make HiGHS's dual simplex slow (about 2 s per
+        # side on Moons-100 against 0.4 s): its LPs are solved by the interior point method without
+        # crossover, whose row duals give the same Lagrangian bound (sound for any duals).
+        self.tied_options = self.options
+        if cfg.backend == "highs" and cfg.relax == "lp":
+            self.tied_options = replace(self.options, extra={"solver": "ipm", "run_crossover": "off", **self.options.extra})
 
     def close(self) -> None:
         if self.pool is not None:
@@ -69,36 +79,61 @@ class StepTightener:
         return out
 
     def tighten(self, box: ParamBox, sb: StepBounds, region, Xb, yb, lr: float, theta_nominal: dict, threat) -> tuple[ParamBox, dict]:
-        """New box = interval box of ``sb`` intersected with the solver's bounds. The stats count
-        the bounds that came from the solver and those that kept the interval bound, by reason
-        (``fallback_reasons``: ``time_limit`` = no finite dual bound before the limit,
-        ``failed`` = the solver or the step failed, ``licence`` = the licence is too small for a
-        later step's program; when it is too small before any bound was solved, the
-        :class:`LicenceLimit` is raised instead)."""
+        """New box = interval box of ``sb`` intersected with the solver's bounds (see :meth:`solve`
+        for the statistics)."""
+        B = Xb.shape[0]
+        progs, results, stats = self.solve(lambda: self.programs(box, sb, region, Xb, yb, lr, theta_nominal, threat),
+                                           lambda progs: self._sides(progs, sb, B))
+        if results is None:
+            return sb.params, stats
+        names = self.spec.param_names
+        if self.cfg.mode == "joint":
+            prog = progs[0][0]
+            new_flat = flatten(sb.params, names)
+            lo, hi = new_flat.lo.clone(), new_flat.hi.clone()
+            self._apply(lo, hi, prog, results[0])
+            solver_box = Interval(lo, hi, check=False)
+        else:
+            solver_box = self._combine(box, sb, region, progs, results, lr, B)
+        new = unflatten(keep_frozen(self.spec, flatten(box, names), solver_box), self.spec)
+        final = {n: sb.params[n].intersect(new[n]) for n in names}
+        return final, stats
+
+    def solve(self, build: Callable[[], list[tuple[StepProgram, int, int]]], sides: Callable[[list | None], int],
+              options: SolveOptions | None = None) -> tuple[list | None, list | None, dict]:
+        """Build a step's programs with ``build`` and bound every objective; returns the programs,
+        the results per program (None when the step falls back to its interval bound as a
+        whole) and the statistics. The stats count the bounds that came from the solver and those
+        that kept the fallback bound, by reason (``fallback_reasons``: ``time_limit`` = no finite
+        dual bound before the limit, ``failed`` = the solver or the step failed, ``licence`` = the
+        licence is too small for a later step's program; when it is too small before any bound
+        was solved, the :class:`LicenceLimit` is raised instead). ``sides(progs)`` counts the
+        objective sides of a step that fell back; ``options`` replace the run's solver options."""
         t0 = time.perf_counter()
         progs = None
         try:
-            progs = self.programs(box, sb, region, Xb, yb, lr, theta_nominal, threat)
+            progs = build()
             jobs = [(p.program, p.exprs, p.start) for p, _, _ in progs]
             per_chunk = None
-            if self.cfg.mode == "joint" and self.pool is not None:
+            single = len(jobs) == 1 and progs[0][2] < 0
+            if single and self.pool is not None:
                 # one program: share its objectives out, one consecutive slice per worker
                 prog, exprs, start = jobs[0]
                 size = -(-len(exprs) // self.pool.workers)
                 jobs, per_chunk = [(prog, exprs[i:i + size], start) for i in range(0, len(exprs), size)], 1
-            results = bound_many(self.backend_name, jobs, self.options, self.cfg.workers, jobs_per_chunk=per_chunk, pool=self.pool)
-            if self.cfg.mode == "joint":
+            results = bound_many(self.backend_name, jobs, options or self.options, self.cfg.workers, jobs_per_chunk=per_chunk, pool=self.pool)
+            if single:
                 results = [[r for part in results for r in part]]
         except LicenceLimit as e:
             if not self.solved_before:  # the first step already does not fit: say so before any work is spent
                 raise
             log.warning("MIBP step: %s; using the interval bound for this step", e)
-            return sb.params, _stats(0, {"licence": self._sides(progs, sb, Xb.shape[0])}, t0)
+            return progs, None, _stats(0, {"licence": sides(progs)}, t0)
         except SolverUnavailable:
             raise
         except Exception as e:  # a solver failure must never end the run: keep the interval box
             log.warning("MIBP step failed (%s: %s); using the interval bound for this step", type(e).__name__, e)
-            return sb.params, _stats(0, {"failed": self._sides(progs, sb, Xb.shape[0])}, t0)
+            return progs, None, _stats(0, {"failed": sides(progs)}, t0)
         solved = 0
         reasons: dict[str, int] = {}
         for res in results:
@@ -110,18 +145,50 @@ class StepTightener:
                         why = "time_limit" if st == Status.TIME_LIMIT else "failed"
                         reasons[why] = reasons.get(why, 0) + 1
         self.solved_before = self.solved_before or solved > 0
+        return progs, results, _stats(solved, reasons, t0)
+
+    def tighten_forms(self, box: ParamBox, sb: StepBounds, region, Xb, yb, lr: float, theta_nominal: dict, threat,
+                      before: dict, update) -> tuple[dict, ParamBox, dict]:
+        """The affine step's result ``update.theta`` (an :class:`~mibpcert.steps.affine.AffineUpdate`
+        from the forms ``before``) refined by the relational program
+        (:func:`~.relational_step.relational_program`): each solved entry's independent part
+        becomes the intersection of its range and the solver's residual bounds, and the interval
+        step's box is intersected with the solver's bounds on the values. Entries and sides the
+        solver did not bound keep the affine step's form and the interval bound. Returns the
+        forms, the box and the step's statistics."""
+        tb = TraceBounds.of(sb.base)
+        if sb.poisoned is not None:
+            tb = tb.hull(TraceBounds.of(sb.poisoned))
+        if update.trace is not None:
+            tb = tb.intersect(*update.trace)
+        st = StepSetting(self.spec, box, theta_nominal, threat, get_loss(self.cfg.loss), lr, self.cfg.weight_decay,
+                         self.cfg.pwl_pieces)
+        progs, results, stats = self.solve(
+            lambda: [(relational_program(st, region, Xb, yb, tb, before, update.inputs, update.theta), 0, -1)],
+            lambda progs: 2 * len(progs[0][0].exprs) if progs else 4 * int((~self.spec.frozen_mask()).sum()),
+            self.tied_options)
+        if results is None:
+            return update.theta, sb.params, stats
         names = self.spec.param_names
-        if self.cfg.mode == "joint":
-            prog = progs[0][0]
-            new_flat = flatten(sb.params, names)
-            lo, hi = new_flat.lo.clone(), new_flat.hi.clone()
-            self._apply(lo, hi, prog, results[0])
-            solver_box = Interval(lo, hi, check=False)
-        else:
-            solver_box = self._combine(box, sb, region, progs, results, lr, Xb.shape[0])
-        new = unflatten(keep_frozen(self.spec, flatten(box, names), solver_box), self.spec)
-        final = {n: sb.params[n].intersect(new[n]) for n in names}
-        return final, _stats(solved, reasons, t0)
+        after = update.theta
+        prog, res = progs[0][0], results[0]
+        T = len(prog.exprs) // 2
+        c = torch.cat([after[n].c.reshape(-1) for n in names])
+        e = torch.cat([after[n].e.reshape(-1) for n in names])
+        lo, hi = (c - e).clone(), (c + e).clone()
+        if rounding_enabled():
+            lo, hi = torch.nextafter(lo, torch.full_like(lo, -torch.inf)), torch.nextafter(hi, torch.full_like(hi, torch.inf))
+        self._apply(lo, hi, StepProgram(prog.program, prog.start, prog.exprs[:T], prog.targets[:T], {}), res[:T])
+        resid = Affine.from_interval(Interval(lo, hi, check=False), 0)
+        out, at = {}, 0
+        for n in names:
+            f, size = after[n], after[n].c.numel()
+            out[n] = Affine(resid.c[at:at + size].reshape(f.shape), f.G, resid.e[at:at + size].reshape(f.shape))
+            at += size
+        flat = flatten(sb.params, names)
+        lo, hi = flat.lo.clone(), flat.hi.clone()
+        self._apply(lo, hi, StepProgram(prog.program, prog.start, prog.exprs[T:], prog.targets[T:], prog.constants), res[T:])
+        return out, unflatten(Interval(lo, hi, check=False), self.spec), stats
 
     def _sides(self, progs, sb: StepBounds, B: int) -> int:
         """Objective sides of a step that fell back as a whole: those of its programs, or, when

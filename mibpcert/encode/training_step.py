@@ -49,6 +49,19 @@ class TraceBounds:
         return TraceBounds([h(a, b) for a, b in zip(self.pre, other.pre)], h(self.dlogits, other.dlogits),
                            [h(a, b) for a, b in zip(self.deltas, other.deltas)])
 
+    def intersect(self, pre: list, dlogits, deltas: list) -> "TraceBounds":
+        """These bounds intersected with other sound bounds on the same quantities (intervals in
+        the layout of :class:`SampleTrace`); an empty intersection means one of them is unsound
+        and raises."""
+        def cap(a, iv):
+            lo, hi = np.maximum(a[0], as_array(iv.lo)), np.minimum(a[1], as_array(iv.hi))
+            if bool((lo > hi).any()):
+                raise RuntimeError("two sound bounds on the step's intermediate quantities do not intersect")
+            return lo, hi
+
+        return TraceBounds([cap(a, p) for a, p in zip(self.pre, pre)], cap(self.dlogits, dlogits),
+                           [cap(a, d) for a, d in zip(self.deltas, deltas)])
+
     def row(self, q: tuple[np.ndarray, np.ndarray], i: int) -> tuple[np.ndarray, np.ndarray]:
         return q[0][i].reshape(-1), q[1][i].reshape(-1)
 
@@ -166,13 +179,35 @@ def sample_program(st: StepSetting, region, X, y, tb: TraceBounds, i: int, picke
     return StepProgram(prog, start, exprs, targets, constants)
 
 
-def joint_program(st: StepSetting, region, X, y, tb: TraceBounds) -> StepProgram:
-    """The whole batch in one program; objectives ``theta'_j`` directly."""
+@dataclass
+class JointEncoding:
+    """The whole batch's step written into ``enc`` (not yet built): the parameter variables, each
+    sample's input variables, and the objectives ``theta'_j`` as in :class:`StepProgram`."""
+
+    enc: Encoder
+    theta: dict[str, Vec]
+    inputs: list[Vec]
+    exprs: list[LinearExpr]
+    targets: np.ndarray
+    constants: dict[int, tuple[float, float]]
+
+    def program(self, exprs: list[LinearExpr] | None = None) -> StepProgram:
+        """The built program with these objectives (or others for the same targets)."""
+        prog, start = self.enc.build()
+        return StepProgram(prog, start, self.exprs if exprs is None else exprs, self.targets, self.constants)
+
+
+def joint_encoding(st: StepSetting, region, X, y, tb: TraceBounds) -> JointEncoding:
+    """The whole batch in one program: every sample shares the same theta."""
     enc = Encoder()
     theta = encode_theta(enc, st.spec, st.box, st.nominal)
     xs, labs = st.threat.mip_batch(enc, region, X, y, st.loss.task)
     B = X.shape[0]
     grads_list = [encode_pass(enc, st.spec, theta, xs[i], labs[i], tb, i, st.loss, st.pieces) for i in range(B)]
     exprs, targets, constants = _objectives(st.spec, theta, grads_list, 1.0 - st.lr * st.weight_decay, st.lr / B)
-    prog, start = enc.build()
-    return StepProgram(prog, start, exprs, targets, constants)
+    return JointEncoding(enc, theta, xs, exprs, targets, constants)
+
+
+def joint_program(st: StepSetting, region, X, y, tb: TraceBounds) -> StepProgram:
+    """The whole batch in one program; objectives ``theta'_j`` directly."""
+    return joint_encoding(st, region, X, y, tb).program()

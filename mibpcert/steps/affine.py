@@ -72,8 +72,11 @@ class SymbolTable:
         return Affine(x.c, G, torch.where(shared, 0.0, x.e))
 
 
-def _forward_backward(spec: ModelSpec, theta: AffineParams, x: Affine, labels, loss: Loss, each: bool) -> dict:
-    """Gradient forms of every parameter: summed over the batch, or per sample (``each``)."""
+def _forward_backward(spec: ModelSpec, theta: AffineParams, x: Affine, labels, loss: Loss, each: bool,
+                      trace: list | None = None) -> dict:
+    """Gradient forms of every parameter: summed over the batch, or per sample (``each``). When
+    ``trace`` is a list, the per-sample forms of every pre-activation, of d loss / d logits and of
+    every d loss / d pre-activation are appended to it as ``(pre, dlogits, deltas)``."""
     pre, post, grads = [], [], []
     a = x
     for layer in spec.layers:
@@ -87,9 +90,12 @@ def _forward_backward(spec: ModelSpec, theta: AffineParams, x: Affine, labels, l
             grads.append(None)
         post.append(a)
     delta = loss.affine_grad(pre[-1], labels)
+    dlogits = delta
+    deltas: list[Affine] = [delta] * len(spec.layers)
     out: dict[str, Affine] = {}
     for li in range(len(spec.layers) - 1, -1, -1):
         layer = spec.layers[li]
+        deltas[li] = delta
         a_prev = x if li == 0 else post[li - 1]
         out[layer.weight] = outer_each(delta, a_prev) if each else outer_sum(delta, a_prev)
         if layer.bias is not None:
@@ -98,6 +104,8 @@ def _forward_backward(spec: ModelSpec, theta: AffineParams, x: Affine, labels, l
             delta = linear_t(delta, theta[layer.weight])
             if grads[li - 1] is not None:
                 delta = delta.gate(grads[li - 1])
+    if trace is not None:
+        trace.append((pre, dlogits, deltas))
     return out
 
 
@@ -139,10 +147,25 @@ def _rows_labels(labels, sl: slice):
     return Interval(labels.lo[sl], labels.hi[sl], check=False) if isinstance(labels, Interval) else labels[sl]
 
 
-def affine_step(spec: ModelSpec, theta: AffineParams, symbols: SymbolTable, region, index: torch.Tensor | None,
-                loss: Loss, lr: float, weight_decay: float = 0.0, cap: int = 2000) -> AffineParams:
-    """One SGD step on the mean batch loss over ``region``, on forms (see module docstring). The
-    forms returned are over ``symbols.m`` symbols and have no independent part."""
+@dataclass
+class AffineUpdate:
+    """One step on forms before its independent parts become symbols: ``theta`` (the parameters
+    after the update, over ``symbols.m`` symbols, with independent parts ``e``), ``inputs`` (the
+    batch's input forms, data symbols included) and, when every sample was bounded in one region
+    (no k-of-N split), ``trace``: per-sample bounds of every pre-activation, of d loss / d logits
+    and of every d loss / d pre-activation, in the layout of
+    :class:`mibpcert.steps.interval.SampleTrace` (else None)."""
+
+    theta: AffineParams
+    inputs: Affine
+    trace: tuple[list[Interval], Interval, list[Interval]] | None
+
+
+def affine_update(spec: ModelSpec, theta: AffineParams, symbols: SymbolTable, region, index: torch.Tensor | None,
+                  loss: Loss, lr: float, weight_decay: float = 0.0, with_trace: bool = False) -> AffineUpdate:
+    """One SGD step on the mean batch loss over ``region``, on forms (see module docstring); the
+    symbols of samples seen for the first time are added to ``symbols``. ``with_trace``: also
+    bound the intermediate quantities (costs a few passes over the per-sample forms)."""
     B = region.features.shape[0]
     k = region.k
     split = k is not None and 0 < k < B
@@ -154,15 +177,34 @@ def affine_step(spec: ModelSpec, theta: AffineParams, symbols: SymbolTable, regi
         xb = symbols.input_form(region.features, index, "base")
     theta = {n: f.pad(symbols.m) for n, f in theta.items()}
     x = x.pad(symbols.m)
+    trace: list | None = None
     if split:
         xb = xb.pad(symbols.m)
         grads = _budget_grads(spec, theta, xb, x, region, loss, k)
     else:
-        grads = _forward_backward(spec, theta, x, labs, loss, each=False)
+        trace = [] if with_trace else None
+        grads = _forward_backward(spec, theta, x, labs, loss, each=False, trace=trace)
     decay = 1.0 - lr * weight_decay
     new = {n: theta[n] if n in spec.frozen else theta[n].combine(decay, grads[n], -lr / B) for n in spec.param_names}
-    new = _absorb(new, symbols)
-    return _reduce(new, symbols, cap)
+    bounds = None
+    if trace:
+        pre, dlogits, deltas = trace[0]
+        bounds = ([z.bounds() for z in pre], dlogits.bounds(), [d.bounds() for d in deltas])
+    return AffineUpdate(new, x, bounds)
+
+
+def finish(theta: AffineParams, symbols: SymbolTable, cap: int) -> AffineParams:
+    """Forms with no independent part: each becomes a new symbol, then order reduction keeps at
+    most about ``cap`` symbols."""
+    return _reduce(_absorb(theta, symbols), symbols, cap)
+
+
+def affine_step(spec: ModelSpec, theta: AffineParams, symbols: SymbolTable, region, index: torch.Tensor | None,
+                loss: Loss, lr: float, weight_decay: float = 0.0, cap: int = 2000) -> AffineParams:
+    """One SGD step on the mean batch loss over ``region``, on forms (see module docstring). The
+    forms returned are over ``symbols.m`` symbols and have no independent part."""
+    upd = affine_update(spec, theta, symbols, region, index, loss, lr, weight_decay)
+    return finish(upd.theta, symbols, cap)
 
 
 def _absorb(theta: AffineParams, symbols: SymbolTable) -> AffineParams:

@@ -1,4 +1,5 @@
-"""Soundness of ``method="affine"`` against poisoning the training set once.
+"""Soundness of the relational methods against poisoning the training set once: ``method="affine"``
+and the joint MIBP program on affine forms (``method="mibp", relational=True``).
 
 The affine method certifies the attacker who poisons the training set before training: each
 sample's poisoned value (and label) is the same in every epoch, the budget ``k`` still lets the
@@ -100,14 +101,23 @@ def _poisoned_sets(name, threat, model, X, y, loss, recipe, gen):
     return out
 
 
+METHODS = {
+    "affine": dict(method="affine"),
+    "relational-mibp": dict(method="mibp", mode="joint", relax="lp", relational=True, time_limit=30.0),
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_fixed_poisoned_trainings_stay_in_the_affine_box(name):
+def test_fixed_poisoned_trainings_stay_in_the_relational_box(name, method):
     task, loss, outputs, threat_f, recipe = CASES[name]
     X, y, X_test, y_test = _data(task)
     model = mlp([2, 5, outputs], seed=3)
-    cfg = TrainConfig(loss=loss, method="affine", batch_size=BATCH, **recipe)
+    cfg = TrainConfig(loss=loss, batch_size=BATCH, **METHODS[method], **recipe)
     res = certified_train(model, X, y, threat_f(), cfg)
     assert res.relational is not None, "the affine forms are not kept for certification"
+    if method != "affine":
+        assert sum(s.solver_bounds for s in res.log) > 0, "no bound came from the solver: the relational program was not used"
     rep = certify(res, X_test, y_test, test_eps=TEST_EPS)
     gen = torch.Generator().manual_seed(7)
     sets = _poisoned_sets(name, threat_f(), model, X, y, loss, recipe, gen)

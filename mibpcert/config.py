@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -136,3 +137,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @staticmethod
+    def of(config: "TrainConfig | Mapping | None") -> "TrainConfig":
+        """A config from a TrainConfig, a mapping of its fields (validated like the constructor's
+        arguments), or None (the defaults)."""
+        if config is None:
+            return TrainConfig()
+        if isinstance(config, TrainConfig):
+            return config
+        if isinstance(config, Mapping):
+            fields = [f.name for f in dataclasses.fields(TrainConfig)]
+            unknown = sorted(str(k) for k in config if k not in fields)
+            if unknown:
+                raise ValueError(f"unknown TrainConfig field(s) {unknown}; the fields are {fields}")
+            return TrainConfig(**config)
+        raise TypeError(f"config must be a TrainConfig or a dict of its fields, got {type(config).__name__}")

@@ -8,10 +8,22 @@ from .model import ModelSpec
 from .threats import TaskInfo
 
 
+def as_tensor(v, what: str) -> torch.Tensor:
+    """``v`` as a tensor: tensors as they are, else what ``torch.as_tensor`` makes of it (numpy
+    arrays, nested lists of numbers); anything else is refused naming ``what``."""
+    try:
+        t = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{what} must be a torch.Tensor or a numeric array (numpy, nested lists), got "
+                        f"{type(v).__name__}: {e}") from None
+    if t.is_complex():
+        raise TypeError(f"{what} must be real numbers, got {t.dtype}")
+    return t
+
+
 def check_inputs(spec: ModelSpec, X, what: str = "training", dtype=torch.float64, device="cpu") -> torch.Tensor:
-    """Check an input matrix (N, in_features): a finite real tensor of the model's width."""
-    if not isinstance(X, torch.Tensor):
-        raise TypeError(f"{what} inputs must be a torch.Tensor, got {type(X).__name__}")
+    """Check an input matrix (N, in_features): a finite real tensor (or array) of the model's width."""
+    X = as_tensor(X, f"{what} inputs")
     if X.dim() != 2:
         raise ValueError(f"{what} inputs must have shape (N, {spec.in_features}), got {tuple(X.shape)}")
     if X.shape[1] != spec.in_features:
@@ -26,8 +38,7 @@ def check_inputs(spec: ModelSpec, X, what: str = "training", dtype=torch.float64
 
 def check_labels(spec: ModelSpec, y, n: int, loss: str, what: str = "training", dtype=torch.float64, device="cpu"):
     """Check labels for ``loss``; returns (labels, task, num_classes)."""
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{what} labels must be a torch.Tensor, got {type(y).__name__}")
+    y = as_tensor(y, f"{what} labels")
     if y.shape[0] != n:
         raise ValueError(f"{what} labels have {y.shape[0]} rows but the inputs have {n}")
     y = y.to(device=device, dtype=dtype)

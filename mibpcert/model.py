@@ -235,7 +235,9 @@ def _dense(mod: torch.nn.Linear, prefix: str, relu: bool) -> Dense:
 
 
 def mlp(widths: list[int] | tuple[int, ...], seed: int | None = 0, dtype: torch.dtype = torch.float64) -> torch.nn.Sequential:
-    """Build a ReLU MLP with the given layer widths (input first, output last), seeded init."""
+    """Build a ReLU MLP with the given layer widths (input first, output last), seeded init. The
+    weights are drawn in float64 and rounded to ``dtype``, so every dtype starts from the same
+    model (up to that rounding)."""
     if len(widths) < 2 or any(int(w) <= 0 for w in widths):
         raise ValueError(f"widths must list at least input and output size, all positive; got {widths}")
     gen_state = torch.random.get_rng_state()
@@ -243,7 +245,7 @@ def mlp(widths: list[int] | tuple[int, ...], seed: int | None = 0, dtype: torch.
         torch.manual_seed(seed)
     mods: list[torch.nn.Module] = []
     for i in range(len(widths) - 1):
-        mods.append(torch.nn.Linear(int(widths[i]), int(widths[i + 1]), dtype=dtype))
+        mods.append(torch.nn.Linear(int(widths[i]), int(widths[i + 1]), dtype=torch.float64).to(dtype))
         if i < len(widths) - 2:
             mods.append(torch.nn.ReLU())
     if seed is not None:

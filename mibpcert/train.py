@@ -159,13 +159,15 @@ def certified_train(
     X: torch.Tensor,
     y: torch.Tensor,
     threat: Threat,
-    config: TrainConfig | None = None,
+    config: TrainConfig | dict | None = None,
     X_val: torch.Tensor | None = None,
     y_val: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` (its current weights are the init) with SGD on ``(X, y)`` and bound every
-    parameter that training on any poisoned data set allowed by ``threat`` could reach."""
-    cfg = config or TrainConfig()
+    parameter that training on any poisoned data set allowed by ``threat`` could reach. The data
+    may be tensors or anything ``torch.as_tensor`` takes (numpy arrays); ``config`` a
+    :class:`TrainConfig`, a dict of its fields, or None (the defaults)."""
+    cfg = TrainConfig.of(config)
     if not isinstance(threat, Threat):
         raise TypeError(f"threat must be a mibpcert.threats model, got {type(threat).__name__}")
     spec = describe(model)

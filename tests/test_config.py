@@ -40,3 +40,22 @@ from mibpcert import TrainConfig
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw)
+
+
+def test_a_dict_of_fields_is_a_config():
+    """certified_train takes a dict of TrainConfig fields; unknown fields and other types are
+    refused with the list of fields."""
+    import torch
+
+    from mibpcert import certified_train, mlp
+    from mibpcert.threats import LinfFeatures
+
+    X = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = (X[:, 0] > 0).to(torch.float64)
+    a = certified_train(mlp([2, 3, 1]), X, y, LinfFeatures(0.01), {"epochs": 2, "batch_size": 4})
+    b = certified_train(mlp([2, 3, 1]), X, y, LinfFeatures(0.01), TrainConfig(epochs=2, batch_size=4))
+    assert len(a.log) == 4 and all(torch.equal(a.param_bounds[n][1], b.param_bounds[n][1]) for n in a.param_bounds)
+    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['epoch'\]; the fields are \['epochs'"):
+        TrainConfig.of({"epoch": 2})
+    with pytest.raises(TypeError, match="config must be a TrainConfig or a dict of its fields, got list"):
+        TrainConfig.of([("epochs", 2)])

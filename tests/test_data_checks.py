@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
-from mibpcert import TrainConfig, certified_train, mlp
+from mibpcert import TrainConfig, certified_train, certify, mlp
 from mibpcert.threats import LabelNoise, LinfFeatures
 from tests.helpers.inputs import CFG, binary_data, multi_data, reg_data, train
 
@@ -29,12 +30,27 @@ def test_label_length_mismatch():
         train(mlp([2, 3, 1]), X, y[:9])
 
 
-def test_X_not_a_tensor_and_empty():
+def test_numpy_data_trains_and_certifies_like_tensors():
+    """numpy arrays (and nested lists) are taken as torch.as_tensor takes them: the same box as
+    with tensors, the same certificate."""
     X, y = binary_data()
-    with pytest.raises(TypeError, match="must be a torch.Tensor"):
-        train(mlp([2, 3, 1]), X.numpy(), y)
-    with pytest.raises(TypeError, match="labels must be a torch.Tensor"):
-        train(mlp([2, 3, 1]), X, y.numpy())
+    a = train(mlp([2, 3, 1]), X, y)
+    b = train(mlp([2, 3, 1]), X.numpy(), y.numpy().tolist())
+    for name in a.param_bounds:
+        assert torch.equal(a.param_bounds[name][0], b.param_bounds[name][0])
+        assert torch.equal(a.param_bounds[name][1], b.param_bounds[name][1])
+    ra, rb = certify(a, X, y, test_eps=0.01), certify(b, X.numpy(), y.numpy(), test_eps=0.01)
+    assert torch.equal(ra.certified, rb.certified)
+
+
+def test_X_not_numeric_and_empty():
+    X, y = binary_data()
+    with pytest.raises(TypeError, match="training inputs must be a torch.Tensor or a numeric array"):
+        train(mlp([2, 3, 1]), "not data", y)
+    with pytest.raises(TypeError, match="training labels must be a torch.Tensor or a numeric array"):
+        train(mlp([2, 3, 1]), X, {"labels": 1})
+    with pytest.raises(TypeError, match="training inputs must be real numbers"):
+        train(mlp([2, 3, 1]), X.to(torch.complex128), y)
     with pytest.raises(ValueError, match="empty"):
         train(mlp([2, 3, 1]), X[:0], y[:0])
 

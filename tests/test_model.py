@@ -292,3 +292,11 @@ def test_mlp_widths_checked():
         mlp([3])
     with pytest.raises(ValueError, match="widths"):
         mlp([3, 0, 1])
+
+
+def test_mlp_starts_from_the_same_weights_in_every_dtype():
+    """float32 is the float64 init rounded, not another draw: dtype changes the arithmetic only."""
+    a, b = mlp([2, 7, 3], seed=5), mlp([2, 7, 3], seed=5, dtype=torch.float32)
+    for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert na == nb and pb.dtype == torch.float32
+        assert torch.equal(pa.float(), pb)

@@ -2,14 +2,16 @@
 
 Setting "Moons-100" (MIBP-Cert style): ``make_moons`` noise 0.1, unscaled, 100 training and 200
 test points, full batch, a 2-10-1 ReLU MLP (seed 0), hinge loss, lr 0.2, ``LinfFeatures(eps)`` on
-every training point, test radius = eps, final model. For every eps and number of steps:
+every training point, test radius = eps, final model; and "digits 1-vs-7" (scikit-learn's 8x8
+digits, 64-10-1, the same recipe, interval and affine only). For every eps and number of steps:
 
 * **width**: mean parameter width of each method's box: interval; affine; MIBP on a box (the
   joint program, HiGHS LP); MIBP on the affine forms (``relational=True``, joint, HiGHS LP). The
   MIBP methods run only up to ``--mibp-steps`` steps (a step costs tens of seconds);
 * **inner**: the widest parameter range reached by concrete trainings on poisoned sets fixed
-  before training (random vertices, and for every parameter entry the vertex given by the sign of
-  d theta_j / d X through the unrolled training, both signs): a lower bound on the true reachable
+  before training (random vertices; for every parameter entry the vertex given by the sign of
+  d theta_j / d X through the unrolled training, both signs; switching attacks that choose which
+  samples near the hinge point switch, see :func:`attacks`): a lower bound on the true reachable
   width, so box / inner is an upper bound on how loose a box is;
 * **first order**: ``2 eps sum |d theta / d X|`` by autograd through the unrolled clean training;
 * **certified**: certified test accuracy at test radius eps, beside its **ceiling**: the fraction
@@ -34,12 +36,14 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from common import cpu_description, fmt, say, verdict, versions, write_result
 
 from mibpcert import TrainConfig, certified_train, certify, mlp
-from mibpcert.data import two_moons
+from mibpcert.data import digits_1v7, two_moons
 from mibpcert.losses import per_sample_loss
 from mibpcert.threats import LinfFeatures
 
@@ -49,56 +53,103 @@ METHODS = {"interval": dict(method="interval"), "affine": dict(method="affine"),
            "mibp relational": dict(MIBP, relational=True)}
 MIBP_METHODS = ("mibp box", "mibp relational")
 FAST = ("interval", "affine")  # the methods of the FullCert-setting rows (200 steps)
-LR, HIDDEN = 0.2, 10
 
 
-def data():
-    return two_moons(n_train=100, n_test=200, noise=0.1, seed=0)
+@dataclass(frozen=True)
+class Setting:
+    """A full-batch hinge-loss training from ``mlp(widths, seed=0)`` with step ``lr``."""
+
+    name: str
+    data: Callable
+    widths: tuple
+    lr: float
 
 
-def unrolled(X: torch.Tensor, y: torch.Tensor, steps: int, graph: bool = True) -> list[torch.Tensor]:
-    """Full-batch SGD from the benchmark's init: every step's parameters (flat); differentiable in
-    ``X`` when ``graph``."""
-    net = mlp([2, HIDDEN, 1], seed=0)
+MOONS = Setting("Moons-100", lambda: two_moons(n_train=100, n_test=200, noise=0.1, seed=0), (2, 10, 1), 0.2)
+DIGITS = Setting("digits 1-vs-7", lambda: digits_1v7(), (64, 10, 1), 0.2)
+
+
+def unrolled(st: Setting, X: torch.Tensor, y: torch.Tensor, steps: int, graph: bool = True,
+             margins: list | None = None) -> list[torch.Tensor]:
+    """Full-batch SGD of the setting: every step's parameters (flat); differentiable in ``X``
+    when ``graph``. ``margins``: a list that receives each step's margins ``(2y - 1) f(x)`` (the
+    hinge switches a sample's gradient off where its margin passes 1)."""
+    net = mlp(list(st.widths), seed=0)
     names = [n for n, _ in net.named_parameters()]
     params = [p.detach().clone().requires_grad_(True) for p in net.parameters()]
     out = []
     for _ in range(steps):
         z = torch.func.functional_call(net, dict(zip(names, params)), (X,))
+        if margins is not None:
+            margins.append((2 * y - 1) * z[:, 0])
         gs = torch.autograd.grad(per_sample_loss("hinge", z, y).mean(), params, create_graph=graph)
-        params = [p - LR * g for p, g in zip(params, gs)]
+        params = [p - st.lr * g for p, g in zip(params, gs)]
         if not graph:
             params = [p.detach().requires_grad_(True) for p in params]
         out.append(torch.cat([p.reshape(-1) for p in params]))
     return out
 
 
-def attacks(X, y, eps: float, steps: int, n_random: int, gen) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Poisoned sets (vertices of the eps box), random and gradient-guided per parameter, and the
-    first-order width per parameter."""
+def _sign_vertex(X, eps, g):
+    return X + eps * torch.where(g >= 0, 1.0, -1.0).to(X.dtype)
+
+
+def attacks(st: Setting, X, y, eps: float, steps: int, n_random: int, n_switch: int, gen) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Poisoned sets (vertices of the eps box) and the first-order width per parameter. Sets:
+    per parameter, the sign vertex of d theta_j / d X (both signs); random vertices; and switching
+    attacks: the samples whose hinge margin comes, at first order, within reach of the hinge point
+    during clean training can switch their gradient on or off, which gradient attacks on a
+    parameter rarely try. Each switching set picks a random subset of them and a random side per
+    sample, and takes the sign vertex of the sum of their pushes (margin at the step where the
+    sample is closest to the hinge point), alone or plus a random parameter's gradient."""
     Xv = X.clone().requires_grad_(True)
-    final = unrolled(Xv, y, steps)[-1]
-    sets, first = [], torch.zeros_like(final)
+    margins: list = []
+    final = unrolled(st, Xv, y, steps, margins=margins)[-1]
+    sets, first, dirs = [], torch.zeros_like(final), []
     for j in range(final.numel()):
         (g,) = torch.autograd.grad(final[j], Xv, retain_graph=True)
         first[j] = 2 * eps * g.abs().sum()
-        sets += [X + eps * torch.where(g >= 0, 1.0, -1.0), X - eps * torch.where(g >= 0, 1.0, -1.0)]
+        dirs.append(g / g.abs().sum().clamp_min(1e-300))
+        sets += [_sign_vertex(X, eps, g), _sign_vertex(X, -eps, g)]
     sets += [X + eps * torch.where(torch.rand(X.shape, generator=gen) < 0.5, 1.0, -1.0).to(X.dtype) for _ in range(n_random)]
+    M = torch.stack(margins)  # (steps, N)
+    closest = (M.detach() - 1).abs().argmin(0)
+    near, pushes = [], []
+    for i in range(X.shape[0]):
+        m = M[closest[i], i]
+        (g,) = torch.autograd.grad(m, Xv, retain_graph=True)
+        if abs(float(m.detach()) - 1) <= eps * float(g.abs().sum()):  # eps can move it across the hinge point (first order)
+            near.append(i)
+            pushes.append(g)
+    for t in range(n_switch if near else 0):
+        pick = torch.rand(len(near), generator=gen) < 0.5
+        side = torch.where(torch.rand(len(near), generator=gen) < 0.5, 1.0, -1.0)
+        g = sum(s * p for s, p, k in zip(side.tolist(), pushes, pick.tolist()) if k)
+        if not isinstance(g, torch.Tensor):
+            continue
+        g = g / g.abs().sum().clamp_min(1e-300)
+        if t % 2:
+            j = int(torch.randint(len(dirs), (1,), generator=gen))
+            g = g + float(torch.where(torch.rand(1, generator=gen) < 0.5, 1.0, -1.0)) * dirs[j]
+        sets.append(_sign_vertex(X, eps, g))
     return sets, first
 
 
-def trajectories(sets, y, steps: int) -> torch.Tensor:
+def trajectories(st: Setting, sets, y, steps: int) -> torch.Tensor:
     """(sets, steps, P) parameters of plain training on each poisoned set."""
-    return torch.stack([torch.stack([t.detach() for t in unrolled(Xp, y, steps, graph=False)]) for Xp in sets])
+    return torch.stack([torch.stack([t.detach() for t in unrolled(st, Xp, y, steps, graph=False)]) for Xp in sets])
 
 
-def ceiling(runs_final: torch.Tensor, X_test, y_test, eps: float) -> float:
-    """Fraction of test points that every attacked model classifies correctly at the corners and
-    the sign-gradient points of the test box."""
-    net = mlp([2, HIDDEN, 1], seed=0)
+def ceiling(st: Setting, runs_final: torch.Tensor, X_test, y_test, eps: float) -> float:
+    """Fraction of test points that every attacked model classifies correctly at the corners
+    (2-D data; else 4 random vertices) and the sign-gradient points of the test box."""
+    net = mlp(list(st.widths), seed=0)
     shapes = [p.shape for p in net.parameters()]
     ok = torch.ones(X_test.shape[0], dtype=torch.bool)
-    corners = [torch.tensor([a, b], dtype=X_test.dtype) for a in (-1.0, 1.0) for b in (-1.0, 1.0)]
+    d = X_test.shape[1]
+    gen = torch.Generator().manual_seed(1)
+    corners = ([torch.tensor([a, b], dtype=X_test.dtype) for a in (-1.0, 1.0) for b in (-1.0, 1.0)] if d == 2 else
+               [torch.where(torch.rand(d, generator=gen) < 0.5, 1.0, -1.0).to(X_test.dtype) for _ in range(4)])
     for flat in runs_final:
         parts, at = [], 0
         for s in shapes:
@@ -118,26 +169,25 @@ def ceiling(runs_final: torch.Tensor, X_test, y_test, eps: float) -> float:
     return float(ok.double().mean())
 
 
-def run(eps: float, steps: int, n_random: int, mibp_steps: int) -> dict:
-    ds = data()
+def run(st: Setting, eps: float, steps: int, n_random: int, n_switch: int, methods: tuple) -> dict:
+    ds = st.data()
     X, y = ds.X_train, ds.y_train
     gen = torch.Generator().manual_seed(0)
-    say(f"eps {eps}, {steps} steps: attacks")
-    sets, first = attacks(X, y, eps, steps, n_random, gen)
-    traj = trajectories(sets, y, steps)  # (sets, steps, P)
+    say(f"{st.name}, eps {eps}, {steps} steps: attacks")
+    sets, first = attacks(st, X, y, eps, steps, n_random, n_switch, gen)
+    traj = trajectories(st, sets, y, steps)  # (sets, steps, P)
     inner = (traj.amax(0) - traj.amin(0)).mean(-1)  # per step
-    row = dict(eps=eps, steps=steps, inner=float(inner[-1]), first=float(first.mean()),
-               ceiling=ceiling(traj[:, -1], ds.X_test, ds.y_test, eps), inner_steps=inner.tolist())
-    for method, kw in METHODS.items():
-        if method in MIBP_METHODS and steps > mibp_steps:
-            continue
+    row = dict(setting=st.name, eps=eps, steps=steps, inner=float(inner[-1]), first=float(first.mean()),
+               ceiling=ceiling(st, traj[:, -1], ds.X_test, ds.y_test, eps), inner_steps=inner.tolist())
+    B = X.shape[0]
+    for method in methods:
         say(f"  {method}")
         # warm-up (imports, torch's first optimizer): not part of the time per step
-        certified_train(mlp([2, HIDDEN, 1], seed=0), X, y, LinfFeatures(eps),
-                        TrainConfig(epochs=1, lr=LR, batch_size=100, loss="hinge", method="interval"))
+        certified_train(mlp(list(st.widths), seed=0), X, y, LinfFeatures(eps),
+                        TrainConfig(epochs=1, lr=st.lr, batch_size=B, loss="hinge", method="interval"))
         t0 = time.perf_counter()
-        cfg = TrainConfig(epochs=steps, lr=LR, batch_size=100, loss="hinge", **kw)
-        res = certified_train(mlp([2, HIDDEN, 1], seed=0), X, y, LinfFeatures(eps), cfg)
+        cfg = TrainConfig(epochs=steps, lr=st.lr, batch_size=B, loss="hinge", **METHODS[method])
+        res = certified_train(mlp(list(st.widths), seed=0), X, y, LinfFeatures(eps), cfg)
         sec = (time.perf_counter() - t0) / steps
         rep = certify(res, ds.X_test, ds.y_test, test_eps=eps)
         row[method] = dict(width=res.log[-1].mean_width, certified=float(rep.certified.double().mean()), s_per_step=sec,
@@ -180,13 +230,13 @@ def _cell(r: dict, m: str, text) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| eps | steps | inner | first order | " + " | ".join(f"{m} width (/inner)" for m in METHODS)
+    head = ("| setting | eps | steps | inner | first order | " + " | ".join(f"{m} width (/inner)" for m in METHODS)
             + " | " + " | ".join(f"{m} certified" for m in METHODS) + " | ceiling | "
             + " | ".join(f"{m} s/step" for m in METHODS) + " |")
-    lines = [head, "|" + "---|" * (5 + 3 * len(METHODS))]
+    lines = [head, "|" + "---|" * (6 + 3 * len(METHODS))]
     for r in rows:
         lines.append(
-            f"| {r['eps']} | {r['steps']} | {r['inner']:.3g} | {r['first']:.3g} | "
+            f"| {r['setting']} | {r['eps']} | {r['steps']} | {r['inner']:.3g} | {r['first']:.3g} | "
             + " | ".join(_cell(r, m, lambda x: f"{x['width']:.3g} ({x['width'] / r['inner']:.2f}×)") for m in METHODS) + " | "
             + " | ".join(_cell(r, m, lambda x: f"{x['certified']:.3f}") for m in METHODS) + f" | {r['ceiling']:.3f} | "
             + " | ".join(_cell(r, m, lambda x: f"{x['s_per_step']:.3f}") for m in METHODS) + " |")
@@ -195,7 +245,7 @@ def table(rows: list[dict]) -> str:
 
 def targets(rows: list[dict]) -> list[str]:
     out = []
-    by = {(r["eps"], r["steps"]): r for r in rows}
+    by = {(r["eps"], r["steps"]): r for r in rows if r["setting"] == MOONS.name}
     r = by.get((0.001, 8))
     if r:
         ratio = r["affine"]["width"] / r["inner"]
@@ -231,14 +281,18 @@ def plot(rows: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.5 * len(rows), 3.6), squeeze=False)
-    for ax, r in zip(axes[0], rows):
+    cols = min(4, len(rows))
+    nrows = -(-len(rows) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.6 * nrows), squeeze=False)
+    for ax in axes.reshape(-1)[len(rows):]:
+        ax.set_visible(False)
+    for ax, r in zip(axes.reshape(-1), rows):
         steps = range(1, r["steps"] + 1)
         for m in METHODS:
             if m in r:
                 ax.semilogy(steps, r[m]["widths"], label=m)
         ax.semilogy(steps, r["inner_steps"], "k--", label="inner (attacks)")
-        ax.set_title(f"eps {r['eps']}, {r['steps']} steps")
+        ax.set_title(f"{r['setting']}, eps {r['eps']}, {r['steps']} steps", fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("mean parameter width")
         ax.legend(fontsize=8)
@@ -251,22 +305,32 @@ def main() -> None:
     ap.add_argument("--eps", type=float, nargs="+", default=[0.001, 0.01, 0.1])
     ap.add_argument("--steps", type=int, nargs="+", default=[8, 60])
     ap.add_argument("--random", type=int, default=40, help="random vertex poisoned sets per setting")
+    ap.add_argument("--switch", type=int, default=60, help="switching-attack poisoned sets per setting")
     ap.add_argument("--mibp-steps", type=int, default=8, help="run the MIBP methods for settings of at most this many steps")
+    ap.add_argument("--digits-eps", type=float, nargs="*", default=[0.01], help="eps of the digits 1-vs-7 rows")
+    ap.add_argument("--digits-steps", type=int, nargs="*", default=[8], help="steps of the digits 1-vs-7 rows")
     ap.add_argument("--fullcert", type=float, nargs="*", default=[0.01, 0.1], help="eps of the FullCert-setting rows")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "tightness.md"))
     args = ap.parse_args()
     torch.set_num_threads(1)
-    rows = [run(e, s, args.random, args.mibp_steps) for s in args.steps for e in args.eps]
+    rows = [run(MOONS, e, s, args.random, args.switch, tuple(m for m in METHODS if s <= args.mibp_steps or m not in MIBP_METHODS))
+            for s in args.steps for e in args.eps]
+    rows += [run(DIGITS, e, s, args.random, args.switch, FAST) for s in args.digits_steps for e in args.digits_eps]
     fc = [fullcert(e) for e in args.fullcert]
     text = "\n".join([
-        "# Tightness: interval, affine and MIBP (box, relational) against concrete attacks (Moons-100)", "",
-        f"Generated by `python benchmarks/tightness.py {' '.join(f'--eps {e}' for e in args.eps)} "
-        f"--steps {' '.join(map(str, args.steps))} --mibp-steps {args.mibp_steps}` on {cpu_description()}, {versions()}, one thread.", "",
-        "Setting: make_moons noise 0.1, 100 training / 200 test points, full batch, 2-10-1 ReLU (seed 0), hinge, "
-        "lr 0.2, `LinfFeatures(eps)` on every point, test radius eps, final model. inner: widest range reached by "
-        "trainings on poisoned sets fixed before training (sign-gradient vertices per parameter, random vertices); "
+        "# Tightness: interval, affine and MIBP (box, relational) against concrete attacks", "",
+        f"Generated by `python benchmarks/tightness.py --eps {' '.join(map(str, args.eps))} "
+        f"--steps {' '.join(map(str, args.steps))} --mibp-steps {args.mibp_steps} --digits-eps "
+        f"{' '.join(map(str, args.digits_eps))} --digits-steps {' '.join(map(str, args.digits_steps))}` on {cpu_description()}, {versions()}, one thread.", "",
+        "Moons-100: make_moons noise 0.1, 100 training / 200 test points, full batch, 2-10-1 ReLU (seed 0), hinge, "
+        "lr 0.2, `LinfFeatures(eps)` on every point, test radius eps, final model. digits 1-vs-7: scikit-learn's 8x8 "
+        "digits 1 and 7 (pixels / 16; 288 training, 73 test points), full batch, 64-10-1 ReLU (seed 0), hinge, lr 0.2; "
+        "interval and affine only (the joint program of 288 samples through 640 first-layer weights is too large "
+        "to solve per step here). inner: widest range reached by "
+        "trainings on poisoned sets fixed before training (sign-gradient vertices per parameter, random vertices, "
+        "switching attacks choosing which near-hinge samples switch); "
         "ceiling: test points no attacked model misclassifies. MIBP: the joint program with HiGHS, LP relaxation, 20 s "
-        f"per objective side, run for settings of at most {args.mibp_steps} steps (– elsewhere).", "",
+        f"per objective side, run for Moons settings of at most {args.mibp_steps} steps (– elsewhere).", "",
         table(rows), "", "Targets:", *targets(rows), "",
         *(["## FullCert setting", "",
            "Moons-1000 (make_moons noise 0.1, seed 0; not FullCert's own data file), 2-20-1 ReLU (seed 0), BCE, "

@@ -88,12 +88,18 @@ def logit_differences(spec: ModelSpec, box: ParamBox, x: Interval, post: list[In
 
 
 def relational_bounds(spec: ModelSpec, theta: dict, X: torch.Tensor, y: torch.Tensor | None, eps: float,
-                      chunk: int = 128) -> tuple[Interval, Interval | None]:
+                      max_elements: int = 1 << 24) -> tuple[Interval, Interval | None]:
     """Logit and margin bounds from affine forms of the parameters (``TrainResult.relational``):
     the forward pass keeps the relations between the layers' parameters, and the margins
     ``z_y - z_j`` are differences of forms (classification labels ``y``; None: logits only).
-    Sound for every parameter vector of the forms and every input within ``eps`` of ``X``."""
+    Sound for every parameter vector of the forms and every input within ``eps`` of ``X``. The
+    points go through in chunks whose forms hold about ``max_elements`` generator entries."""
     los, his, mlo, mhi = [], [], [], []
+    m0, d = next(iter(theta.values())).m, X.shape[1]
+    chunk = 128
+    width = max([d] + [layer.out_features for layer in spec.layers])
+    while chunk > 1 and chunk * width * (m0 + chunk * d) > max_elements:
+        chunk //= 2
     for s in range(0, X.shape[0], chunk):
         Xc = X[s:s + chunk].to(torch.float64)
         x = input_box(Xc, eps)

@@ -315,3 +315,17 @@ def test_nan_bounds_never_certify(task, where):
     assert not rep_t.certified.any()
     assert rep_t.backdoor_success_upper == 1.0
     assert rep.accuracy_bounds == (0.0, 1.0)
+
+
+def test_relational_bounds_do_not_depend_on_the_chunk_of_test_points():
+    """Test points go through the affine forms in chunks sized to bound memory: one point per
+    chunk gives the bounds of one chunk for all (each point's input symbols are its own)."""
+    from mibpcert.certificates import relational_bounds
+
+    X, y = multi_data()
+    res = certified_train(mlp([2, 4, 3], seed=1), X, y, LinfFeatures(0.02),
+                          TrainConfig(loss="ce", method="affine", epochs=2, batch_size=5))
+    a = relational_bounds(res.spec, res.relational, X, y, 0.01)
+    b = relational_bounds(res.spec, res.relational, X, y, 0.01, max_elements=1)
+    for ia, ib in zip(a, b):
+        assert torch.allclose(ia.lo, ib.lo, rtol=0, atol=1e-12) and torch.allclose(ia.hi, ib.hi, rtol=0, atol=1e-12)

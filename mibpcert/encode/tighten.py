@@ -163,8 +163,9 @@ class StepTightener:
             tb = tb.intersect(*update.trace)
         st = StepSetting(self.spec, box, theta_nominal, threat, get_loss(self.cfg.loss), lr, self.cfg.weight_decay,
                          self.cfg.pwl_pieces)
+        inputs = None if update.inputs is None else update.inputs.rows(slice(None))
         progs, results, stats = self.solve(
-            lambda: [(relational_program(st, region, Xb, yb, tb, before, update.inputs, update.theta), 0, -1)],
+            lambda: [(relational_program(st, region, Xb, yb, tb, before, inputs, update.theta), 0, -1)],
             lambda progs: 2 * len(progs[0][0].exprs) if progs else 4 * int((~self.spec.frozen_mask()).sum()),
             self.tied_options)
         if results is None:

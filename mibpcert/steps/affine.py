@@ -48,6 +48,12 @@ class SymbolTable:
         """The inputs (B, d) of a batch in ``box`` as forms, with a shared symbol per sample and
         feature of width (new symbols are added to the table; forms over fewer symbols must be
         padded)."""
+        return self.inputs(box, index, kind).rows(slice(None))
+
+    def inputs(self, box: Interval, index: torch.Tensor | None, kind: str) -> "InputForms":
+        """The batch's inputs as :class:`InputForms` (registers the symbols of samples seen for the
+        first time; a sample whose box differs from the one first seen, or an unknown index, gets
+        independent terms)."""
         B, d = box.shape
         cols = torch.full((B, d), -1, dtype=torch.long)
         for b in range(B if index is not None else 0):
@@ -63,13 +69,31 @@ class SymbolTable:
                 self.data[key] = known = (c, lo.clone(), hi.clone())
             if torch.equal(known[1], lo) and torch.equal(known[2], hi):
                 cols[b] = known[0]
-        x = Affine.from_interval(box, self.m)
-        shared = (cols >= 0).to(box.lo.device)
-        G = x.G
+        return InputForms(box, cols.to(box.lo.device), self)
+
+
+@dataclass
+class InputForms:
+    """A batch's input forms, built a slice of rows at a time over the table's current symbols
+    (a batch's forms over every data symbol would not fit in memory for large data sets)."""
+
+    box: Interval
+    cols: torch.Tensor  # (B, d): the data symbol of each feature, -1 for an independent term
+    symbols: SymbolTable
+
+    @property
+    def batch(self) -> int:
+        return int(self.cols.shape[0])
+
+    def rows(self, sl: slice) -> Affine:
+        box = Interval(self.box.lo[sl], self.box.hi[sl], check=False)
+        x = Affine.from_interval(box, self.symbols.m)
+        cols = self.cols[sl]
+        shared = cols >= 0
         if bool(shared.any()):
             bi, fi = torch.nonzero(shared, as_tuple=True)
-            G[bi, fi, cols.to(box.lo.device)[bi, fi]] = x.e[bi, fi]
-        return Affine(x.c, G, torch.where(shared, 0.0, x.e))
+            x.G[bi, fi, cols[bi, fi]] = x.e[bi, fi]
+        return Affine(x.c, x.G, torch.where(shared, 0.0, x.e))
 
 
 def _forward_backward(spec: ModelSpec, theta: AffineParams, x: Affine, labels, loss: Loss, each: bool,
@@ -109,22 +133,44 @@ def _forward_backward(spec: ModelSpec, theta: AffineParams, x: Affine, labels, l
     return out
 
 
-def _budget_grads(spec: ModelSpec, theta: AffineParams, xb: Affine, xp: Affine, region, loss: Loss, k: int,
+def _chunk(spec: ModelSpec, m: int, per_sample: int, max_elements: int) -> int:
+    """Samples per chunk so that a chunk's forms hold about ``max_elements`` generator entries."""
+    return max(1, max_elements // max(1, per_sample * m))
+
+
+def _batch_grads(spec: ModelSpec, theta: AffineParams, x: InputForms, labels, loss: Loss, trace: list | None,
+                 max_elements: int = 1 << 24) -> dict:
+    """The batch gradient forms, summed over chunks of samples (memory does not grow with the
+    batch); ``trace`` receives the bounds of each chunk's intermediate quantities."""
+    m = theta[spec.param_names[0]].m
+    chunk = _chunk(spec, m, spec.in_features + sum(layer.out_features for layer in spec.layers), max_elements)
+    total: dict[str, Affine] = {}
+    for s in range(0, x.batch, chunk):
+        sl = slice(s, s + chunk)
+        parts: list | None = [] if trace is not None else None
+        g = _forward_backward(spec, theta, x.rows(sl), _rows_labels(labels, sl), loss, each=False, trace=parts)
+        total = g if not total else {n: total[n] + g[n] for n in g}
+        if parts:
+            pre, dlogits, deltas = parts[0]
+            trace.append(([z.bounds() for z in pre], dlogits.bounds(), [d.bounds() for d in deltas]))
+    return total
+
+
+def _budget_grads(spec: ModelSpec, theta: AffineParams, xb: InputForms, xp: InputForms, region, loss: Loss, k: int,
                   max_elements: int = 1 << 24) -> dict:
     """The batch gradient when at most k samples leave their base region: the sum of the base
     forms plus, per entry, the k largest increases (and decreases) of a sample's poisoned form over
     its base form. Per-sample forms are built a chunk of samples at a time (at most about
     ``max_elements`` generator entries), so memory does not grow with the batch."""
-    B, m = xb.shape[0], xb.m
-    P = sum(f.c.numel() for f in theta.values())
-    chunk = max(1, max_elements // max(1, P * m))
+    m = theta[spec.param_names[0]].m
+    chunk = _chunk(spec, m, sum(f.c.numel() for f in theta.values()), max_elements)
     total: dict[str, Affine] = {}
     inc_hi: dict[str, list] = {n: [] for n in theta}
     inc_lo: dict[str, list] = {n: [] for n in theta}
-    for s in range(0, B, chunk):
+    for s in range(0, xb.batch, chunk):
         sl = slice(s, s + chunk)
-        gb = _forward_backward(spec, theta, _rows(xb, sl), _rows_labels(region.labels, sl), loss, each=True)
-        gp = _forward_backward(spec, theta, _rows(xp, sl), _rows_labels(region.poisoned_labels, sl), loss, each=True)
+        gb = _forward_backward(spec, theta, xb.rows(sl), _rows_labels(region.labels, sl), loss, each=True)
+        gp = _forward_backward(spec, theta, xp.rows(sl), _rows_labels(region.poisoned_labels, sl), loss, each=True)
         for n in gb:
             part = gb[n].sum(0)
             total[n] = part if n not in total else total[n] + part
@@ -139,10 +185,6 @@ def _budget_grads(spec: ModelSpec, theta: AffineParams, xb: Affine, xp: Affine, 
     return out
 
 
-def _rows(x: Affine, sl: slice) -> Affine:
-    return Affine(x.c[sl], x.G[sl], x.e[sl])
-
-
 def _rows_labels(labels, sl: slice):
     return Interval(labels.lo[sl], labels.hi[sl], check=False) if isinstance(labels, Interval) else labels[sl]
 
@@ -151,13 +193,13 @@ def _rows_labels(labels, sl: slice):
 class AffineUpdate:
     """One step on forms before its independent parts become symbols: ``theta`` (the parameters
     after the update, over ``symbols.m`` symbols, with independent parts ``e``), ``inputs`` (the
-    batch's input forms, data symbols included) and, when every sample was bounded in one region
-    (no k-of-N split), ``trace``: per-sample bounds of every pre-activation, of d loss / d logits
-    and of every d loss / d pre-activation, in the layout of
-    :class:`mibpcert.steps.interval.SampleTrace` (else None)."""
+    batch's input forms, data symbols included, when every sample lies in them; None with a
+    k-of-N split) and, when every sample was bounded in one region (no split), ``trace``:
+    per-sample bounds of every pre-activation, of d loss / d logits and of every d loss /
+    d pre-activation, in the layout of :class:`mibpcert.steps.interval.SampleTrace` (else None)."""
 
     theta: AffineParams
-    inputs: Affine
+    inputs: InputForms | None
     trace: tuple[list[Interval], Interval, list[Interval]] | None
 
 
@@ -172,25 +214,25 @@ def affine_update(spec: ModelSpec, theta: AffineParams, symbols: SymbolTable, re
     use_pois = k is None or k >= B
     feats = region.poisoned_features if (use_pois or split) else region.features
     labs = region.poisoned_labels if (use_pois or split) else region.labels
-    x = symbols.input_form(feats, index, "poisoned" if (use_pois or split) else "base")
+    x = symbols.inputs(feats, index, "poisoned" if (use_pois or split) else "base")
     if split:
-        xb = symbols.input_form(region.features, index, "base")
+        xb = symbols.inputs(region.features, index, "base")
     theta = {n: f.pad(symbols.m) for n, f in theta.items()}
-    x = x.pad(symbols.m)
-    trace: list | None = None
+    chunks: list | None = None
     if split:
-        xb = xb.pad(symbols.m)
         grads = _budget_grads(spec, theta, xb, x, region, loss, k)
     else:
-        trace = [] if with_trace else None
-        grads = _forward_backward(spec, theta, x, labs, loss, each=False, trace=trace)
+        chunks = [] if with_trace else None
+        grads = _batch_grads(spec, theta, x, labs, loss, chunks)
     decay = 1.0 - lr * weight_decay
     new = {n: theta[n] if n in spec.frozen else theta[n].combine(decay, grads[n], -lr / B) for n in spec.param_names}
     bounds = None
-    if trace:
-        pre, dlogits, deltas = trace[0]
-        bounds = ([z.bounds() for z in pre], dlogits.bounds(), [d.bounds() for d in deltas])
-    return AffineUpdate(new, x, bounds)
+    if chunks:
+        cat = lambda ivs: Interval(torch.cat([iv.lo for iv in ivs]), torch.cat([iv.hi for iv in ivs]), check=False)  # noqa: E731
+        L = len(spec.layers)
+        bounds = ([cat([c[0][li] for c in chunks]) for li in range(L)], cat([c[1] for c in chunks]),
+                  [cat([c[2][li] for c in chunks]) for li in range(L)])
+    return AffineUpdate(new, None if split else x, bounds)
 
 
 def finish(theta: AffineParams, symbols: SymbolTable, cap: int) -> AffineParams:
@@ -264,18 +306,18 @@ def _reduce(theta: AffineParams, symbols: SymbolTable, cap: int) -> AffineParams
 MEMORY_LIMIT = 8 * 2**30  # bytes of generator tensors a step may need before the run is refused
 
 
-def check_size(spec: ModelSpec, n_samples: int, n_features: int, batch_size: int, cap: int) -> None:
+def check_size(spec: ModelSpec, n_samples: int, n_features: int, cap: int) -> None:
     """Refuse, before training, a run whose forms would not fit in memory: every perturbed feature
     of every training sample may get a symbol (twice with a budget: base and poisoned regions),
-    and a step holds a few tensors of (batch, layer width, symbols) generators."""
+    a step holds a few copies of the parameter forms (parameters x symbols), and the per-sample
+    forms are built in chunks of bounded size (about 2^24 generator entries each)."""
     symbols = 2 * n_samples * n_features + cap + spec.num_params
-    widths = sum(layer.out_features for layer in spec.layers) + spec.in_features
-    need = 8 * symbols * (spec.num_params + 6 * batch_size * widths)
+    need = 8 * symbols * 8 * spec.num_params + 8 * 12 * 2**24
     if need > MEMORY_LIMIT:
         raise ValueError(
             f"method='affine' would need about {need / 2**30:.0f} GiB for its affine forms ({n_samples} training samples x "
-            f"{n_features} features may each carry a symbol, batch {batch_size}); use fewer training samples, a smaller "
-            "batch, or method='interval'"
+            f"{n_features} features may each carry a symbol, {spec.num_params} parameters); use fewer training samples or "
+            "a smaller model, or method='interval'"
         )
 
 

@@ -8,7 +8,7 @@ import torch
 
 from mibpcert import TrainConfig, certified_train, mlp
 from mibpcert.interval.tensor import Interval
-from mibpcert.threats import LinfFeatures
+from mibpcert.threats import LinfFeatures, TaskInfo
 from mibpcert.steps.affine import SymbolTable
 
 F64 = torch.float64
@@ -44,3 +44,36 @@ def test_too_large_a_run_is_refused_before_training():
 def test_float32_is_refused():
     with pytest.raises(ValueError, match="method='affine' needs dtype='float64'"):
         TrainConfig(method="affine", dtype="float32")
+
+
+def test_chunks_of_samples_give_the_same_step():
+    """The batch gradient built a few samples at a time (bounded memory) equals the one built in
+    one piece, up to rounding: the relaxations are per sample, chunking only splits the sum."""
+    import mibpcert.steps.affine as A
+    from mibpcert import describe
+    from mibpcert.losses import get_loss
+
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(9, 3, dtype=F64, generator=g)
+    y = (X[:, 0] > 0).to(F64)
+    spec = describe(mlp([3, 4, 1], seed=2))
+    net = mlp([3, 4, 1], seed=2)
+    region = LinfFeatures(0.05).region(X, y, TaskInfo("binary", 2, 3, 9))
+    box = {n: Interval.point(p.detach()) for n, p in net.named_parameters()}
+    out = []
+    for max_elements in (1 << 24, 1):  # one chunk; one sample per chunk
+        sym = SymbolTable()
+        theta = A.params_from_box(box, sym)
+        orig = A._batch_grads.__defaults__
+        A._batch_grads.__defaults__ = (max_elements,)
+        try:
+            upd = A.affine_update(spec, theta, sym, region, torch.arange(9), get_loss("hinge"), 0.3, with_trace=True)
+        finally:
+            A._batch_grads.__defaults__ = orig
+        out.append(upd)
+    for n in out[0].theta:
+        a, b = out[0].theta[n], out[1].theta[n]
+        assert torch.allclose(a.c, b.c, rtol=0, atol=1e-12) and torch.allclose(a.G, b.G, rtol=0, atol=1e-12)
+        assert torch.allclose(a.e, b.e, rtol=1e-6, atol=1e-12)
+    for ia, ib in zip(out[0].trace[0], out[1].trace[0]):
+        assert torch.allclose(ia.lo, ib.lo, atol=1e-12) and torch.allclose(ia.hi, ib.hi, atol=1e-12)

@@ -166,6 +166,7 @@ def run(cfg: dict, out_dir: str | None = None, quiet: bool = False) -> dict:
     widths = [ds.num_features, *cfg["model"]["hidden"], output_width(tc.loss, ds)]
     model = mlp(widths, seed=cfg["model"]["seed"], dtype=tc.torch_dtype)
     out_dir = out_dir or cfg["output"].get("dir") or os.path.join("runs", cfg["data"]["name"])
+    prepare_out_dir(out_dir)
     say(f"mibpcert: {ds.name} ({ds.X_train.shape[0]} train, {ds.X_test.shape[0]} test), "
         f"model {'-'.join(map(str, widths))}, threat {threat.describe()}, method {tc.method}")
 
@@ -180,7 +181,6 @@ def run(cfg: dict, out_dir: str | None = None, quiet: bool = False) -> dict:
     backdoor = [] if result.info.task == "regression" else [backdoor_certificate(result, ds.X_test, ds.y_test, t) for t in triggers_in(threat)]
     t_cert = time.perf_counter() - t0
 
-    os.makedirs(out_dir, exist_ok=True)
     report_path = os.path.join(out_dir, "report.json")
     plot_path = os.path.join(out_dir, "plot.png")
     echo = {t: cfg[t] for t in TABLES}
@@ -195,6 +195,19 @@ def run(cfg: dict, out_dir: str | None = None, quiet: bool = False) -> dict:
     print(format_summary(doc["summary"], title))
     print(f"wrote {report_path} and {plot_path}")
     return doc
+
+
+def prepare_out_dir(path: str) -> None:
+    """Create the run directory before any work is done, so that a location that cannot hold the
+    results fails at once instead of after training."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"output directory {path!r} exists and is not a directory; choose another --out")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the output directory {path!r}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"output directory {path!r} is not writable; choose another --out")
 
 
 def _one_line(e: BaseException) -> str:

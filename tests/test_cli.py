@@ -399,3 +399,18 @@ def test_cli_rejects_bad_threat_tables(tmp_path, capsys):
         assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 2
         err = capsys.readouterr().err
         assert msg in err, err
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_a_bad_output_location_fails_before_training(tmp_path, capsys, where):
+    """--out naming an existing file (or a path below one) is refused with exit status 2 before
+    any work: no training line is printed and the file is untouched."""
+    cfg = _write(tmp_path, TINY)
+    blocker = tmp_path / "taken"
+    blocker.write_text("keep me")
+    out = blocker if where == "file" else blocker / "run"
+    assert main(["run", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "output directory" in err and "mibpcert: two_moons" not in err, err
+    assert blocker.read_text() == "keep me"

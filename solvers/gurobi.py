@@ -34,8 +34,7 @@ def _too_large_message(program: Program) -> str:
         f"program has {program.num_vars} variables / {program.num_rows} constraints "
         f"({program.num_bilinear} bilinear), more than the size-limited Gurobi licence allows "
         f"(<= {LIMITED_MAX_VARS} variables and {LIMITED_MAX_CONSTRS} linear constraints, "
-        f"<= {LIMITED_MAX_VARS_QUADRATIC} variables with quadratic constraints); "
-        "use per-sample programs (mode='per_sample'), a smaller model, or backend='highs'"
+        f"<= {LIMITED_MAX_VARS_QUADRATIC} variables with quadratic constraints)"
     )
 
 

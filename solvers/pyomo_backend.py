@@ -137,8 +137,7 @@ class PyomoBackend(Backend):
             if "size-limited" in str(e).lower():
                 raise LicenceLimit(
                     f"program has {prog.num_vars} variables / {prog.num_rows} constraints, "
-                    "more than the size-limited Gurobi licence allows; use per-sample programs "
-                    "(mode='per_sample'), a smaller model, or backend='highs'"
+                    "more than the size-limited Gurobi licence allows"
                 ) from e
             raise
         if v is None:

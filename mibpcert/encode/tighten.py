@@ -126,7 +126,9 @@ class StepTightener:
                 results = [[r for part in results for r in part]]
         except LicenceLimit as e:
             if not self.solved_before:  # the first step already does not fit: say so before any work is spent
-                raise
+                advice = ("use mode='per_sample' (one small program per sample), a smaller model, or backend='highs'"
+                          if self.cfg.mode == "joint" else "use a smaller model or batch, or backend='highs'")
+                raise LicenceLimit(f"{e}; {advice}") from e
             log.warning("MIBP step: %s; using the interval bound for this step", e)
             return progs, None, _stats(0, {"licence": sides(progs)}, t0)
         except SolverUnavailable:

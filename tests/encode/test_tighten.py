@@ -243,8 +243,11 @@ def test_licence_limit_raises_first_then_falls_back(monkeypatch):
         return bound_many
 
     monkeypatch.setattr(tighten_mod, "bound_many", limited_after(0))
-    with pytest.raises(LicenceLimit, match="simulated"):
+    with pytest.raises(LicenceLimit, match=r"simulated\); use mode='per_sample' \(one small program per sample\)"):
         certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, epochs=2))
+    calls.clear()
+    with pytest.raises(LicenceLimit, match=r"simulated\); use a smaller model or batch, or backend='highs'$"):
+        certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, epochs=2, mode="per_sample"))  # no advice of the mode in use
     calls.clear()
     monkeypatch.setattr(tighten_mod, "bound_many", limited_after(1))
     res = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, epochs=2))

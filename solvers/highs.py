@@ -21,6 +21,9 @@ How each bound is read:
 """
 from __future__ import annotations
 
+import functools
+import os
+import sys
 from dataclasses import dataclass
 
 import highspy
@@ -40,6 +43,22 @@ _LIMIT_STATUSES = frozenset({
     highspy.HighsModelStatus.kHighsInterrupt, highspy.HighsModelStatus.kObjectiveBound,
     highspy.HighsModelStatus.kObjectiveTarget, highspy.HighsModelStatus.kMemoryLimit,
 })
+
+
+@functools.lru_cache(maxsize=1)
+def _silence_banner() -> None:
+    """HiGHS writes a banner to the process's stdout (file descriptor 1) when its first instance
+    is made, whatever the options; make that instance with descriptor 1 pointed at the null
+    device, so solver text never mixes with the summary a user reads or pipes."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class LagrangianBound:
@@ -126,6 +145,7 @@ class HighsBackend(Backend):
     # -- internals -------------------------------------------------------------------------------
     @staticmethod
     def _load(rel: Program, program: Program, options: SolveOptions):
+        _silence_banner()
         h = highspy.Highs()
         h.setOptionValue("output_flag", False)
         for key, val in (

@@ -414,3 +414,17 @@ def test_a_bad_output_location_fails_before_training(tmp_path, capsys, where):
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert "output directory" in err and "mibpcert: two_moons" not in err, err
     assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch
+def test_quiet_mibp_run_prints_the_summary_only(tmp_path):
+    """--quiet with the HiGHS backend: stdout holds the summary and nothing of the solver (HiGHS
+    writes a banner to the process's stdout when its first instance is made)."""
+    text = TINY.replace("epochs = 2", 'epochs = 1\nmethod = "mibp"\nmode = "joint"\nrelax = "lp"').replace("n_train = 100", "n_train = 40")
+    text = text.replace("batch_size = 50", "batch_size = 20").replace("select_epoch = true", "select_epoch = false")
+    cfg = _write(tmp_path, text)
+    proc = subprocess.run([sys.executable, "-m", "mibpcert.cli", "run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "HiGHS" not in proc.stdout and "HiGHS" not in proc.stderr, proc.stdout
+    assert "certified accuracy" in proc.stdout and proc.stderr == ""

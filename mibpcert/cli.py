@@ -1,4 +1,5 @@
-"""Command line: ``mibpcert run CONFIG.toml [--out DIR] [--quiet]``.
+"""Command line: ``mibpcert run CONFIG.toml [--out DIR] [--quiet]`` and
+``mibpcert certify RUN_DIR [--data CONFIG.toml] [--test-eps E] [--out FILE]``.
 
 The TOML file has the tables ``[data]``, ``[model]``, ``[threat]``, ``[train]``, ``[certify]`` and
 ``[output]`` (see docs/cli.md). Unknown tables or keys and invalid values are reported as one line
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import json
 import os
 import sys
 import time
@@ -26,14 +28,15 @@ from .certificates import certify
 from .config import TrainConfig
 from .losses import get_loss
 from .model import mlp
-from .report import format_summary, plot_run, write_report
+from .report import build_report, format_summary, plot_run, write_report
 from .threats import check_keys, check_threat_table
-from .train import certified_train
+from .train import TrainResult, certified_train
 from .version import __version__
 
 TABLES = ("data", "model", "threat", "train", "certify", "output")
 MODEL_KEYS = {"hidden": [20], "seed": 0}
 OUTPUT_KEYS = {"dir": None}
+RESULT_NAME = "result.pt"  # the saved TrainResult in a run's output directory
 
 
 class ConfigError(ValueError):
@@ -119,18 +122,21 @@ def validate_config(cfg: dict) -> dict:
     return out
 
 
-def load_config(path: str) -> dict:
-    """Read and validate a TOML config file."""
+def _read_toml(path: str) -> dict:
     try:
         with open(path, "rb") as f:
-            raw = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"config path is a directory: {path}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    return validate_config(raw)
+
+
+def load_config(path: str) -> dict:
+    """Read and validate a TOML config file."""
+    return validate_config(_read_toml(path))
 
 
 def output_width(loss: str, dataset) -> int:
@@ -174,6 +180,7 @@ def run(cfg: dict, out_dir: str | None = None, quiet: bool = False) -> dict:
     val = (ds.X_val, ds.y_val) if tc.select_epoch else (None, None)
     result = certified_train(model, ds.X_train, ds.y_train, threat, tc, *val)
     t_train = time.perf_counter() - t0
+    result.save(os.path.join(out_dir, RESULT_NAME))  # before anything else can fail
     t0 = time.perf_counter()
     ckw = {k: v for k, v in cfg["certify"].items()}
     rep = certify(result, ds.X_test, ds.y_test, **ckw)
@@ -193,7 +200,46 @@ def run(cfg: dict, out_dir: str | None = None, quiet: bool = False) -> dict:
     doc = write_report(report_path, result, rep, config=echo, timings=timings, backdoor=backdoor)
     title = f"mibpcert run: {ds.name}, {threat.describe().get('type')}, {tc.method}"
     print(format_summary(doc["summary"], title))
-    print(f"wrote {report_path} and {plot_path}")
+    print(f"wrote {report_path}, {plot_path} and {os.path.join(out_dir, RESULT_NAME)}")
+    return doc
+
+
+def certify_run(run_dir: str, data_config: str | None = None, test_eps: float | None = None,
+                out: str | None = None) -> dict:
+    """Certify test data with the saved result of a run (``RUN_DIR/result.pt``), without training:
+    the run's own test set, or the ``[data]`` table of ``data_config`` (its ``[certify]`` table
+    too, if it has one); ``test_eps`` overrides the radius. Prints the summary; writes the report
+    to ``out`` when given. Returns the report."""
+    path = os.path.join(run_dir, RESULT_NAME)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{run_dir!r} holds no saved result ({RESULT_NAME}); `mibpcert run` writes one into its "
+                          "output directory")
+    result = TrainResult.load(path)
+    if data_config is not None:
+        raw = _read_toml(data_config)
+        if "data" not in raw or not isinstance(raw["data"], dict) or "name" not in raw["data"]:
+            raise ConfigError(f"{data_config}: needs a [data] table with a 'name' key")
+        tables = {"data": dict(raw["data"]), "certify": dict(raw.get("certify", {}))}
+        _check_keys("data", tables["data"], ["name", *data_keys(tables["data"]["name"])],
+                    f" for data set {tables['data']['name']!r}")
+    else:
+        try:
+            with open(os.path.join(run_dir, "report.json")) as f:
+                echo = json.load(f)["config"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"{run_dir!r}: cannot read the run's report.json for its data ({e}); give --data") from None
+        tables = {"data": echo["data"], "certify": echo.get("certify", {})}
+    _check_keys("certify", tables["certify"], _certify_keys())
+    ckw = {k: v for k, v in tables["certify"].items()}
+    if test_eps is not None:
+        ckw["test_eps"] = _number(test_eps, "--test-eps")
+    ds = data_mod.load(tables["data"]["name"], **{k: v for k, v in tables["data"].items() if k != "name"})
+    rep = certify(result, ds.X_test, ds.y_test, **ckw)
+    config = {"data": tables["data"], "certify": ckw, "run_dir": run_dir}
+    doc = write_report(out, result, rep, config=config) if out is not None else build_report(result, rep, config=config)
+    print(format_summary(doc["summary"], f"mibpcert certify: {ds.name} test set, saved run {run_dir}"))
+    if out is not None:
+        print(f"wrote {out}")
     return doc
 
 
@@ -225,13 +271,21 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("config", metavar="CONFIG.toml", help="run configuration (see docs/cli.md)")
     p_run.add_argument("--out", metavar="DIR", help="output directory (overrides [output] dir)")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar or status lines; only the summary")
+    p_cert = sub.add_parser("certify", help="certify test data with a finished run's saved result (no training)")
+    p_cert.add_argument("run_dir", metavar="RUN_DIR", help="output directory of a `mibpcert run`")
+    p_cert.add_argument("--data", metavar="CONFIG.toml", help="a config whose [data] table names the test data "
+                        "(default: the run's own test set)")
+    p_cert.add_argument("--test-eps", type=float, metavar="E", help="test-time radius (default: the run's [certify] test_eps)")
+    p_cert.add_argument("--out", metavar="FILE", help="also write the report (JSON) to FILE")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
     try:
-        cfg = load_config(args.config)
-        run(cfg, args.out, args.quiet)
+        if args.command == "certify":
+            certify_run(args.run_dir, args.data, args.test_eps, args.out)
+        else:
+            run(load_config(args.config), args.out, args.quiet)
     except (ValueError, TypeError) as e:  # invalid configuration or data
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2

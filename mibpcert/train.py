@@ -15,11 +15,12 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.optim.optimizer as torch_optimizer
 
+from . import persist
 from .bounders import Batch, StepContext, make_bounder
 from .certificates import certified_mask
 from .config import TrainConfig
@@ -59,6 +60,9 @@ class StepLog:
     symbols: int = 0  # affine method: symbols of the parameter forms after the step
 
 
+RESULT_FILE = "mibpcert.TrainResult"
+
+
 @dataclass
 class TrainResult:
     """Output of :func:`certified_train`.
@@ -86,6 +90,17 @@ class TrainResult:
 
     def box(self) -> ParamBox:
         return {n: Interval(lo, hi, check=False) for n, (lo, hi) in self.param_bounds.items()}
+
+    def save(self, path) -> None:
+        """Write the whole result (box, nominal model, config, threat, log, affine forms) to
+        ``path``, to certify other test data later without training again (:meth:`load`)."""
+        persist.write(path, RESULT_FILE, {f.name: getattr(self, f.name) for f in fields(self)})
+
+    @staticmethod
+    def load(path, map_location="cpu") -> "TrainResult":
+        """A result written by :meth:`save`, its tensors on ``map_location`` (``None``: where they
+        were). The file holds pickled objects: load only files you trust."""
+        return TrainResult(**persist.read(path, RESULT_FILE, map_location))
 
     def widths(self) -> dict[str, torch.Tensor]:
         return {n: hi - lo for n, (lo, hi) in self.param_bounds.items()}

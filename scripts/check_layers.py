@@ -17,7 +17,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = {"mibpcert": os.path.join(ROOT, "mibpcert"), "mibpcert.solvers": os.path.join(ROOT, "solvers")}
 LAYERS = {
-    "mibpcert.data": 1, "mibpcert.model": 1, "mibpcert.version": 1,
+    "mibpcert.data": 1, "mibpcert.model": 1, "mibpcert.version": 1, "mibpcert.persist": 1,
     "mibpcert.interval": 2, "mibpcert.ir": 2,
     "mibpcert.losses": 3, "mibpcert.threats": 3, "mibpcert.config": 3, "mibpcert.data_checks": 3,
     "mibpcert.steps": 3, "mibpcert.encode": 3,

@@ -428,3 +428,34 @@ def test_quiet_mibp_run_prints_the_summary_only(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "HiGHS" not in proc.stdout and "HiGHS" not in proc.stderr, proc.stdout
     assert "certified accuracy" in proc.stdout and proc.stderr == ""
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch
+def test_certify_a_saved_run_without_training(tmp_path, capsys):
+    """`mibpcert run` saves its result; `mibpcert certify RUN_DIR` (the real entry point, in a
+    subprocess) certifies the run's test set at another radius, and another data config's test
+    set, with the numbers of an independent API run; a directory without a saved result is exit 2."""
+    cfg = _write(tmp_path, TINY)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert (out / "result.pt").is_file()
+    capsys.readouterr()
+    other = _write(tmp_path, TINY.replace("seed = 3", "seed = 4"), "other.toml")
+    exe = [sys.executable, "-m", "mibpcert.cli"]
+    proc = subprocess.run([*exe, "certify", str(out), "--test-eps", "0.02", "--out", str(tmp_path / "c.json")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    proc2 = subprocess.run([*exe, "certify", str(out), "--data", str(other)], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=300)
+    assert proc2.returncode == 0, proc2.stderr
+    result, _ = _api_reference()
+    ds = data.two_moons(n_train=100, n_test=40, n_val=30, noise=0.1, seed=3)
+    rep = certify(result, ds.X_test, ds.y_test, test_eps=0.02, trigger_eps=0.01)
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert doc["summary"]["certified_accuracy"] == rep.certified_accuracy and doc["summary"]["test_eps"] == 0.02
+    assert doc["per_sample"]["certified"] == [bool(c) for c in rep.certified.tolist()]
+    ds4 = data.two_moons(n_train=100, n_test=40, n_val=30, noise=0.1, seed=4)
+    rep4 = certify(result, ds4.X_test, ds4.y_test, test_eps=0.001, trigger_eps=0.01)
+    assert f"({int(rep4.certified.sum())}/40, test_eps=0.001)" in proc2.stdout, proc2.stdout
+    bad = subprocess.run([*exe, "certify", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "holds no saved result" in bad.stderr

@@ -11,9 +11,11 @@ import argparse
 import dataclasses
 import inspect
 import json
+import logging
 import os
 import sys
 import time
+import traceback
 from typing import Any
 
 try:  # Python >= 3.11
@@ -21,8 +23,8 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from . import checkpoint, threats
 from . import data as data_mod
-from . import threats
 from .backdoor import backdoor_certificate, triggers_in
 from .certificates import certify
 from .config import TrainConfig
@@ -36,6 +38,7 @@ from .version import __version__
 TABLES = ("data", "model", "threat", "train", "certify", "output")
 MODEL_KEYS = {"hidden": [20], "seed": 0}
 OUTPUT_KEYS = {"dir": None}
+DATA_PATH_KEYS = ("path", "test_path", "val_path")  # [data] keys naming files, relative to the config
 RESULT_NAME = "result.pt"  # the saved TrainResult in a run's output directory
 
 
@@ -74,6 +77,15 @@ def _number(v: Any, name: str) -> float:
     return float(v)
 
 
+def _no_limit(table: dict, name: str) -> None:
+    """TOML has no null: ``time_limit = "none"`` is no time limit."""
+    v = table.get("time_limit")
+    if isinstance(v, str):
+        if v.strip().lower() != "none":
+            raise ConfigError(f'{name}.time_limit must be a positive number of seconds or "none", got {v!r}')
+        table["time_limit"] = None
+
+
 def validate_config(cfg: dict) -> dict:
     """Check the structure of a parsed config and fill in defaults; returns a new dict with every
     table present. Values are checked by the library when the objects are built."""
@@ -87,8 +99,10 @@ def validate_config(cfg: dict) -> dict:
     out = {t: dict(cfg.get(t, {})) for t in TABLES}
     # [data]
     d = out["data"]
+    if "name" not in d and "path" in d:
+        d["name"] = "file"  # your own data: [data] path = "train.csv"
     if "name" not in d:
-        raise ConfigError("[data] needs a 'name' key (e.g. name = \"two_moons\")")
+        raise ConfigError("[data] needs a 'name' key (e.g. name = \"two_moons\") or a 'path' to your own CSV/.npz file")
     _check_keys("data", d, ["name", *data_keys(d["name"])], f" for data set {d['name']!r}")
     # [model]
     m = out["model"]
@@ -108,6 +122,7 @@ def validate_config(cfg: dict) -> dict:
         raise ConfigError(str(e)) from None
     # [train]
     _check_keys("train", out["train"], _train_keys())
+    _no_limit(out["train"], "train")
     # [certify]
     c = out["certify"]
     _check_keys("certify", c, _certify_keys())
@@ -135,8 +150,18 @@ def _read_toml(path: str) -> dict:
 
 
 def load_config(path: str) -> dict:
-    """Read and validate a TOML config file."""
-    return validate_config(_read_toml(path))
+    """Read and validate a TOML config file; data file paths in ``[data]`` are taken relative to
+    the config file's directory."""
+    cfg = validate_config(_read_toml(path))
+    _resolve_data_paths(cfg["data"], os.path.dirname(os.path.abspath(path)))
+    return cfg
+
+
+def _resolve_data_paths(table: dict, base: str) -> None:
+    for key in DATA_PATH_KEYS:
+        v = table.get(key)
+        if isinstance(v, str) and not os.path.isabs(v):
+            table[key] = os.path.normpath(os.path.join(base, v))
 
 
 def output_width(loss: str, dataset) -> int:
@@ -151,14 +176,24 @@ def output_width(loss: str, dataset) -> int:
 # ---------------------------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------------------------
-def run(cfg: dict, out_dir: str | None = None, quiet: bool = False) -> dict:
-    """Run a validated config end to end; write report.json and plot.png; return the report."""
+def run(cfg: dict, out_dir: str | None = None, quiet: bool = False, force: bool = False) -> dict:
+    """Run a validated config end to end; write result.pt, report.json and plot.png; return the
+    report. Training is checkpointed into the output directory (unless ``[train] checkpoint_dir``
+    says elsewhere): the same command again resumes an interrupted run; a checkpoint of another
+    run there is an error unless ``force`` (then it is removed first)."""
     def say(msg: str) -> None:
         if not quiet:
             print(msg, file=sys.stderr, flush=True)
 
     t_start = time.perf_counter()
+    out_dir = out_dir or cfg["output"].get("dir") or os.path.join("runs", cfg["data"]["name"])
+    prepare_out_dir(out_dir)
     train_kw = dict(cfg["train"])
+    train_kw.setdefault("checkpoint_dir", out_dir)
+    if force and train_kw["checkpoint_dir"]:
+        for stale in (os.path.join(train_kw["checkpoint_dir"], checkpoint.FILE), os.path.join(out_dir, RESULT_NAME)):
+            if os.path.exists(stale):
+                os.remove(stale)
     if quiet:
         train_kw["progress"] = False
     else:
@@ -171,8 +206,6 @@ def run(cfg: dict, out_dir: str | None = None, quiet: bool = False) -> dict:
         raise ConfigError("train.select_epoch = true needs a validation set: set n_val > 0 in [data]")
     widths = [ds.num_features, *cfg["model"]["hidden"], output_width(tc.loss, ds)]
     model = mlp(widths, seed=cfg["model"]["seed"], dtype=tc.torch_dtype)
-    out_dir = out_dir or cfg["output"].get("dir") or os.path.join("runs", cfg["data"]["name"])
-    prepare_out_dir(out_dir)
     say(f"mibpcert: {ds.name} ({ds.X_train.shape[0]} train, {ds.X_test.shape[0]} test), "
         f"model {'-'.join(map(str, widths))}, threat {threat.describe()}, method {tc.method}")
 
@@ -217,9 +250,11 @@ def certify_run(run_dir: str, data_config: str | None = None, test_eps: float | 
     result = TrainResult.load(path)
     if data_config is not None:
         raw = _read_toml(data_config)
-        if "data" not in raw or not isinstance(raw["data"], dict) or "name" not in raw["data"]:
-            raise ConfigError(f"{data_config}: needs a [data] table with a 'name' key")
+        if "data" not in raw or not isinstance(raw["data"], dict) or not ({"name", "path"} & set(raw["data"])):
+            raise ConfigError(f"{data_config}: needs a [data] table with a 'name' or 'path' key")
+        raw["data"].setdefault("name", "file")
         tables = {"data": dict(raw["data"]), "certify": dict(raw.get("certify", {}))}
+        _resolve_data_paths(tables["data"], os.path.dirname(os.path.abspath(data_config)))
         _check_keys("data", tables["data"], ["name", *data_keys(tables["data"]["name"])],
                     f" for data set {tables['data']['name']!r}")
     else:
@@ -271,35 +306,72 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("config", metavar="CONFIG.toml", help="run configuration (see docs/cli.md)")
     p_run.add_argument("--out", metavar="DIR", help="output directory (overrides [output] dir)")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar or status lines; only the summary")
+    p_run.add_argument("--debug", action="store_true", help="on an error, also print the traceback")
+    p_run.add_argument("--force", action="store_true", help="start afresh even if the output directory holds the "
+                       "checkpoint of another run (it is removed)")
     p_cert = sub.add_parser("certify", help="certify test data with a finished run's saved result (no training)")
     p_cert.add_argument("run_dir", metavar="RUN_DIR", help="output directory of a `mibpcert run`")
     p_cert.add_argument("--data", metavar="CONFIG.toml", help="a config whose [data] table names the test data "
                         "(default: the run's own test set)")
     p_cert.add_argument("--test-eps", type=float, metavar="E", help="test-time radius (default: the run's [certify] test_eps)")
     p_cert.add_argument("--out", metavar="FILE", help="also write the report (JSON) to FILE")
+    p_cert.add_argument("--debug", action="store_true", help="on an error, also print the traceback")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    logger = logging.getLogger("mibpcert")
+    handler, propagate = _StderrLines(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False  # the library's warnings (fallbacks, resuming) once, on stderr
+    try:
+        return _dispatch(args)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+class _StderrLines(logging.Handler):
+    """Each log record as one ``warning: ...`` line on the current stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"{record.levelname.lower()}: {_one_line(Exception(record.getMessage()))}", file=sys.stderr, flush=True)
+
+
+def _dispatch(args) -> int:
+    """Run the command; every failure is one ``error:`` line and an exit status (0 ok, 1 the run
+    failed, 2 invalid input, 130 interrupted); ``--debug`` adds the traceback."""
     try:
         if args.command == "certify":
             certify_run(args.run_dir, args.data, args.test_eps, args.out)
         else:
-            run(load_config(args.config), args.out, args.quiet)
-    except (ValueError, TypeError) as e:  # invalid configuration or data
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # BoundsDiverged, SoundnessError, solver failures
-        print(f"error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+            run(load_config(args.config), args.out, args.quiet, args.force)
+        return 0
+    except BaseException as e:  # noqa: BLE001 - every failure becomes one line and a status
+        line, status = _failure(e)
+        if args.debug:
+            traceback.print_exception(type(e), e, e.__traceback__)
+        print(line, file=sys.stderr)
+        return status
 
+
+def _failure(e: BaseException) -> tuple[str, int]:
+    """The error line and exit status of an exception."""
+    if isinstance(e, checkpoint.TrainingInterrupted):  # the last finished step is saved
+        return f"error: {e}", 130
+    if isinstance(e, KeyboardInterrupt):
+        return "error: interrupted", 130
+    if isinstance(e, (ValueError, TypeError, OSError)):  # invalid configuration, data or output location
+        return f"error: {_one_line(e)}", 2
+    if isinstance(e, RuntimeError):  # BoundsDiverged, SoundnessError, solver failures
+        return f"error: {type(e).__name__}: {_one_line(e)}", 1
+    if isinstance(e, (SystemExit, GeneratorExit)):
+        raise e
+    return (f"error: internal error, a bug in mibpcert {__version__} ({type(e).__name__}: {_one_line(e)}); "
+            "please report it with the output of the same command with --debug"), 1
 
 if __name__ == "__main__":
     sys.exit(main())

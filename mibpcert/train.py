@@ -4,14 +4,14 @@ Each step runs, on the same batch, (1) the nominal SGD step on the clean data (p
 (2) the step bounder of ``config.method`` (:mod:`mibpcert.bounders`: the interval step, or the
 interval step intersected with the solver bounds of the step's mixed-integer bilinear program)
 over the threat's region. The nominal parameters must lie in every box (a violation is a bug and
-raises). Boxes are checkpointed after
-every step so an interrupted run resumes where it stopped.
+raises). With ``checkpoint_dir`` the state is checkpointed after every step
+(:mod:`mibpcert.checkpoint`): an interrupted or killed run resumes where it stopped, and SIGINT or
+SIGTERM lets the step in flight finish and be saved before the run stops.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import hashlib
-import json
 import logging
 import os
 import time
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.optim.optimizer as torch_optimizer
 
-from . import persist
+from . import checkpoint, persist
 from .bounders import Batch, StepContext, make_bounder
 from .certificates import certified_mask
 from .config import TrainConfig
@@ -114,17 +114,6 @@ def _batches(n: int, cfg: TrainConfig, epoch: int, device) -> list[torch.Tensor]
         order = torch.arange(n)
     order = order.to(device)
     return [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
-
-
-def _fingerprint(model, spec: ModelSpec, X, y, threat, cfg) -> str:
-    h = hashlib.sha256()
-    keep = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "checkpoint_dir", "workers", "device")}
-    h.update(json.dumps(keep, sort_keys=True, default=str).encode())
-    h.update(json.dumps(sorted(spec.frozen)).encode())
-    h.update(json.dumps(threat.describe(), sort_keys=True, default=str).encode())
-    for t in (X, y, *model.state_dict().values()):
-        h.update(t.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _check_description(spec: ModelSpec, model: torch.nn.Module, X: torch.Tensor) -> None:
@@ -222,37 +211,41 @@ def certified_train(
     best = None  # (score, epoch, box, nominal_state)
     val_scores: list[float] = []
 
-    ckpt_path = os.path.join(cfg.checkpoint_dir, "checkpoint.pt") if cfg.checkpoint_dir else None
-    fingerprint = _fingerprint(model, spec, X, y, threat, cfg) if ckpt_path else ""
-    if ckpt_path and os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck.get("fingerprint") == fingerprint:
-            start_step = ck["step"]
-            box = {n: Interval(lo, hi, check=False) for n, (lo, hi) in ck["box"].items()}
-            nominal.load_state_dict(ck["nominal"])
-            opt.load_state_dict(ck["optimizer"])
-            lr = ck["lr"]
-            steps_log = [StepLog(**d) for d in ck["log"]]
-            bounder.restore(steps_log)
-            best, val_scores = ck["best"], ck["val_scores"]
-            epochs_done = ck["epochs_done"]
-            log.info("resuming from step %d of checkpoint %s", start_step, ckpt_path)
-        else:
-            log.warning("checkpoint %s belongs to another run; starting afresh", ckpt_path)
-
     n = X.shape[0]
     n_batches = (n + cfg.batch_size - 1) // cfg.batch_size
     total = cfg.epochs * n_batches
+    ckpt_path = os.path.join(cfg.checkpoint_dir, checkpoint.FILE) if cfg.checkpoint_dir else None
+    fingerprint = checkpoint.fingerprint(model, spec, X, y, threat, cfg) if ckpt_path else ""
+    ck = checkpoint.load(ckpt_path, fingerprint, device) if ckpt_path else None
+    if ck is not None:
+        start_step = ck["step"]
+        box = {n: Interval(lo, hi, check=False) for n, (lo, hi) in ck["box"].items()}
+        nominal.load_state_dict(ck["nominal"])
+        opt.load_state_dict(ck["optimizer"])
+        lr = ck["lr"]
+        steps_log = [StepLog(**d) for d in ck["log"]]
+        bounder.restore(steps_log)
+        best, val_scores = ck["best"], ck["val_scores"]
+        epochs_done = ck["epochs_done"]
+        log.warning("resuming from step %d of %d (checkpoint %s)", start_step, total, ckpt_path)
+
+    def save_checkpoint() -> None:
+        checkpoint.save(ckpt_path, dict(
+            fingerprint=fingerprint, step=step, box={k: (v.lo, v.hi) for k, v in box.items()}, nominal=nominal.state_dict(),
+            optimizer=opt.state_dict(), lr=lr, log=[asdict(s) for s in steps_log], best=best, val_scores=val_scores,
+            epochs_done=epochs_done))
+
     tol = 0.0 if cfg.outward_rounding else (1e-12 if dtype == torch.float64 else 1e-5)  # rounding off: not sound
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=start_step, desc="certified training", unit="step")
+        bar = tqdm(total=total, initial=start_step, desc="certified training", unit="step", disable=None)  # terminals only
     step = 0
     diverged = None
+    stop = checkpoint.StopRequest() if ckpt_path else contextlib.nullcontext()
     try:
-        with outward_rounding(cfg.outward_rounding):
+        with outward_rounding(cfg.outward_rounding), stop:
             for epoch in range(cfg.epochs):
                 for idx in _batches(n, cfg, epoch, device):
                     step += 1
@@ -292,7 +285,9 @@ def certified_train(
                         bar.update(1)
                         bar.set_postfix(mean_w=f"{mean_w:.2e}", max_w=f"{float(w.max()):.2e}")
                     if ckpt_path:
-                        _save(ckpt_path, fingerprint, step, box, nominal, opt, lr, steps_log, best, val_scores, epochs_done)
+                        save_checkpoint()
+                        if stop.signal is not None:
+                            raise checkpoint.TrainingInterrupted(step, ckpt_path)
                 if epoch < epochs_done:
                     continue
                 if cfg.select_epoch:
@@ -305,7 +300,7 @@ def certified_train(
                     g["lr"] = lr
                 epochs_done = epoch + 1
                 if ckpt_path:
-                    _save(ckpt_path, fingerprint, step, box, nominal, opt, lr, steps_log, best, val_scores, epochs_done)
+                    save_checkpoint()
     except BoundsDiverged as e:
         if not (cfg.select_epoch and best is not None):
             raise
@@ -355,24 +350,3 @@ def _warn_fallbacks(steps: list[StepLog]) -> None:
     line, warning = fallback_note(*fallback_counts(steps))
     if warning:
         log.warning("%s: %s", warning, line)
-
-
-def _save(path, fingerprint, step, box, nominal, opt, lr, steps_log, best, val_scores, epochs_done) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(
-        {
-            "fingerprint": fingerprint,
-            "step": step,
-            "box": {k: (v.lo, v.hi) for k, v in box.items()},
-            "nominal": nominal.state_dict(),
-            "optimizer": opt.state_dict(),
-            "lr": lr,
-            "log": [asdict(s) for s in steps_log],
-            "best": best,
-            "val_scores": val_scores,
-            "epochs_done": epochs_done,
-        },
-        tmp,
-    )
-    os.replace(tmp, path)

@@ -23,7 +23,7 @@ LAYERS = {
     "mibpcert.steps": 3, "mibpcert.encode": 3,
     "mibpcert.solvers": 4,
     "mibpcert.encode.tighten": 5, "mibpcert.encode.predict": 5, "mibpcert.bounders": 5,
-    "mibpcert.train": 6, "mibpcert.certificates": 6, "mibpcert.backdoor": 6,
+    "mibpcert.train": 6, "mibpcert.checkpoint": 6, "mibpcert.certificates": 6, "mibpcert.backdoor": 6,
     "mibpcert.report": 7,
     "mibpcert.cli": 8, "mibpcert.__init__": 8,
 }

@@ -9,6 +9,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -459,3 +460,134 @@ def test_certify_a_saved_run_without_training(tmp_path, capsys):
     assert f"({int(rep4.certified.sum())}/40, test_eps=0.001)" in proc2.stdout, proc2.stdout
     bad = subprocess.run([*exe, "certify", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "holds no saved result" in bad.stderr
+
+
+def test_the_same_command_again_resumes_and_another_config_is_refused(tmp_path, capsys):
+    """The run directory holds the checkpoint: running the same config again resumes (and says
+    so) with the same results; another config there is refused with exit status 2 before any
+    step, unless --force."""
+    cfg = _write(tmp_path, TINY)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    first = json.loads((out / "report.json").read_text())["summary"]
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "resuming from step 4 of 4" in err, err
+    again = json.loads((out / "report.json").read_text())["summary"]
+    assert again["certified_accuracy"] == first["certified_accuracy"] and again["max_param_width"] == first["max_param_width"]
+    other = _write(tmp_path, TINY.replace("lr = 0.1", "lr = 0.05"), "other.toml")
+    assert main(["run", str(other), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "checkpoint of another run" in err and "--force" in err
+    assert main(["run", str(other), "--out", str(out), "--quiet", "--force"]) == 0
+    assert json.loads((out / "report.json").read_text())["config"]["train"]["lr"] == 0.05
+
+
+SLOW_RUN = """
+[data]
+name = "two_moons"
+n_train = 60
+n_test = 20
+noise = 0.1
+seed = 3
+
+[model]
+hidden = [8]
+
+[threat]
+type = "linf_features"
+eps = 0.01
+
+[train]
+epochs = 6
+lr = 0.1
+batch_size = 10
+loss = "hinge"
+method = "mibp"
+mode = "joint"
+relax = "lp"
+
+[certify]
+test_eps = 0.001
+"""
+
+
+def _wait_for_step(path: Path, step: int, proc, timeout: float = 300.0) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (status {proc.returncode}) before step {step} was saved: it cannot be interrupted")
+        try:
+            if path.exists() and torch.load(path, weights_only=False)["step"] >= step:
+                return
+        except Exception:  # noqa: BLE001 - the file is being replaced: try again
+            pass
+        time.sleep(0.02)
+    pytest.fail(f"no checkpoint of step {step} after {timeout} s")
+
+
+SLOW_STEPS = 36  # 6 epochs of 6 batches
+
+
+@pytest.mark.slow  # two fresh interpreters and 36 MIBP steps
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_an_interrupted_run_resumes_to_the_uninterrupted_bounds(tmp_path, how):
+    """The real entry point in a subprocess, stopped by SIGKILL (nothing runs after it) or SIGINT
+    (the step in flight finishes and is saved) after step 3: the same command again resumes where
+    the checkpoint stands and ends with the bounds and report of an uninterrupted run."""
+    import signal
+
+    from mibpcert import TrainResult
+
+    cfg = _write(tmp_path, SLOW_RUN)
+    ref = tmp_path / "ref"
+    assert main(["run", str(cfg), "--out", str(ref), "--quiet"]) == 0
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "mibpcert.cli", "run", str(cfg), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    _wait_for_step(out / "checkpoint.pt", 3, proc)
+    proc.send_signal(getattr(signal, how))
+    _, err = proc.communicate(timeout=300)
+    if how == "SIGINT":
+        assert proc.returncode == 130 and "interrupted after step" in err and "run the same command" in err, err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    step = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
+    assert 3 <= step < SLOW_STEPS and not (out / "result.pt").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming from step {step} of {SLOW_STEPS}" in again.stderr, again.stderr
+    a, b = TrainResult.load(ref / "result.pt"), TrainResult.load(out / "result.pt")
+    for n, (lo, hi) in a.param_bounds.items():
+        assert torch.equal(b.param_bounds[n][0], lo) and torch.equal(b.param_bounds[n][1], hi), n
+    ra, rb = (json.loads((d / "report.json").read_text()) for d in (ref, out))
+    assert ra["per_sample"] == rb["per_sample"] and ra["summary"]["accuracy_bounds"] == rb["summary"]["accuracy_bounds"]
+
+
+def test_time_limit_none_and_debug_tracebacks(tmp_path, capsys, monkeypatch):
+    """`time_limit = "none"` is no limit (TOML has no null); any other string is refused. An
+    unexpected exception is an internal error (exit 1, one line, how to report it); --debug adds
+    the traceback."""
+    from mibpcert.cli import load_config
+
+    cfg = load_config(str(_write(tmp_path, TINY.replace('loss = "bce"', 'loss = "bce"\ntime_limit = "none"'))))
+    assert cfg["train"]["time_limit"] is None and TrainConfig(**cfg["train"]).time_limit is None
+    bad = _write(tmp_path, TINY.replace('loss = "bce"', 'loss = "bce"\ntime_limit = "forever"'), "bad.toml")
+    assert main(["run", str(bad)]) == 2
+    assert 'train.time_limit must be a positive number of seconds or "none"' in capsys.readouterr().err
+
+    import mibpcert.cli as cli_mod
+
+    def broken(*a, **k):
+        raise AttributeError("'dict' object has no attribute 'x'")
+
+    monkeypatch.setattr(cli_mod, "plot_run", broken)
+    cfg_path = _write(tmp_path, TINY, "ok.toml")
+    assert main(["run", str(cfg_path), "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error, a bug in mibpcert" in err and "--debug" in err
+    assert "Traceback" not in err
+    assert main(["run", str(cfg_path), "--out", str(tmp_path / "o"), "--quiet", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.rstrip().splitlines()[-1].startswith("error: internal error")

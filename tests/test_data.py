@@ -360,4 +360,110 @@ def test_dataset_is_frozen():
     ds = two_moons(n_train=10, n_test=5)
     with pytest.raises(Exception):
         ds.name = "other"
-    assert set(data.DATASETS) == {"two_moons", "digits_1v7", "breast_cancer", "diabetes", "mnist"}
+    assert set(data.DATASETS) == {"two_moons", "digits_1v7", "breast_cancer", "diabetes", "mnist", "file"}
+
+
+# ---------------------------------------------------------------------------------------------
+# your own data: CSV and .npz files (mibpcert.data.files)
+# ---------------------------------------------------------------------------------------------
+def _csv(path, header, rows):
+    path.write_text("\n".join([",".join(header)] + [",".join(str(v) for v in r) for r in rows]) + "\n")
+    return str(path)
+
+
+def test_a_csv_file_is_the_data_it_holds(tmp_path):
+    """Rows come back as written (features without the label column, float64), split
+    deterministically; the task and classes are read from the labels; a test file is used whole."""
+    import numpy as np
+
+    from mibpcert.data import table
+
+    g = np.random.default_rng(0)
+    X = np.round(g.normal(size=(40, 3)), 6)
+    y = (X[:, 0] > 0).astype(int)
+    p = _csv(tmp_path / "train.csv", ["a", "label", "b", "c"], [(x[0], l, x[1], x[2]) for x, l in zip(X, y)])
+    ds = table(p, test_fraction=0.25, n_val=5, seed=1)
+    assert ds.task == "binary" and ds.num_classes == 2 and ds.feature_names == ("a", "b", "c")
+    assert (ds.X_train.shape, ds.X_val.shape, ds.X_test.shape) == ((25, 3), (5, 3), (10, 3))
+    got = {tuple(r) for r in torch.cat([ds.X_train, ds.X_val, ds.X_test]).tolist()}
+    assert got == {tuple(r) for r in X.tolist()}
+    again = table(p, test_fraction=0.25, n_val=5, seed=1)
+    assert torch.equal(again.X_train, ds.X_train)
+    t = _csv(tmp_path / "test.csv", ["a", "label", "b", "c"], [(1.0, 1, 2.0, 3.0), (-1.0, 0, 0.5, 0.25)])
+    ds2 = table(p, test_path=t)
+    assert ds2.X_test.tolist() == [[1.0, 2.0, 3.0], [-1.0, 0.5, 0.25]] and ds2.y_test.tolist() == [1.0, 0.0]
+    assert ds2.X_train.shape[0] == 40
+    m = _csv(tmp_path / "m.csv", ["x", "label"], [(i, i % 3) for i in range(12)])
+    assert (table(m).task, table(m).num_classes) == ("multiclass", 3)
+    r = _csv(tmp_path / "r.csv", ["x", "label"], [(i, 0.5 * i) for i in range(12)])
+    assert table(r).task == "regression" and table(r).y_train.shape[1] == 1
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    dz = table(str(tmp_path / "d.npz"), test_fraction=0.25, n_val=5, seed=1)
+    assert torch.equal(dz.X_train, ds.X_train) and torch.equal(dz.y_test, ds.y_test)
+
+
+@pytest.mark.parametrize("case,match", [
+    ("text", r"column 'b', row 3: 'red' is not a number"),
+    ("nan", r"column 'a', row 2: missing value"),
+    ("no_label", r"no label column 'label'; the columns are \['a', 'b', 'y'\]"),
+    ("binary_2", r"binary labels must be 0 or 1, found \[0.0, 2.0\]"),
+    ("ragged", r"row 3 has 2 fields, the header has 3"),
+    ("ext", r"unsupported data file type '.xlsx'"),
+    ("missing", r"data file not found"),
+    ("npz", r"needs arrays 'X' \(N, d\) and 'y' \(N,\)"),
+])
+def test_bad_data_files_get_one_clear_error(tmp_path, case, match):
+    import numpy as np
+
+    from mibpcert.data import table
+
+    kw = {}
+    if case == "text":
+        p = _csv(tmp_path / "d.csv", ["a", "b", "label"], [(1, 2, 0), (3, "red", 1)])
+    elif case == "nan":
+        p = _csv(tmp_path / "d.csv", ["a", "b", "label"], [("", 2, 0), (3, 4, 1)])
+    elif case == "no_label":
+        p = _csv(tmp_path / "d.csv", ["a", "b", "y"], [(1, 2, 0)])
+    elif case == "binary_2":
+        p, kw = _csv(tmp_path / "d.csv", ["a", "label"], [(1, 0), (2, 2)]), dict(task="binary")
+    elif case == "ragged":
+        p = tmp_path / "d.csv"
+        p.write_text("a,b,label\n1,2,0\n3,4\n")
+    elif case == "ext":
+        p = tmp_path / "d.xlsx"
+        p.write_text("x")
+    elif case == "missing":
+        p = tmp_path / "none.csv"
+    else:
+        p = tmp_path / "d.npz"
+        np.savez(p, features=np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=match):
+        table(str(p), **kw)
+
+
+def test_cli_reads_a_csv_relative_to_its_config(tmp_path, capsys):
+    """[data] path (no name) is your own file, relative to the config file; the run equals the
+    API run on the same file."""
+    import numpy as np
+
+    from mibpcert import TrainConfig, certified_train, certify, mlp
+    from mibpcert.cli import main
+    from mibpcert.data import table
+    from mibpcert.threats import LinfFeatures
+
+    g = np.random.default_rng(3)
+    X = np.round(g.normal(size=(60, 2)), 5)
+    (tmp_path / "sub").mkdir()
+    _csv(tmp_path / "sub" / "mine.csv", ["u", "v", "label"], [(a, b, int(a + b > 0)) for a, b in X])
+    cfg = tmp_path / "sub" / "run.toml"
+    cfg.write_text('[data]\npath = "mine.csv"\ntest_fraction = 0.25\n[model]\nhidden = [4]\n[threat]\n'
+                   'type = "linf_features"\neps = 0.01\n[train]\nepochs = 2\nbatch_size = 15\nloss = "hinge"\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 0  # cwd is elsewhere
+    import json
+
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    ds = table(str(tmp_path / "sub" / "mine.csv"), test_fraction=0.25)
+    res = certified_train(mlp([2, 4, 1], seed=0), ds.X_train, ds.y_train, LinfFeatures(0.01),
+                          TrainConfig(epochs=2, batch_size=15, loss="hinge"))
+    assert doc["summary"]["certified_accuracy"] == certify(res, ds.X_test, ds.y_test).certified_accuracy
+    assert doc["config"]["data"]["path"] == str(tmp_path / "sub" / "mine.csv")

@@ -1,7 +1,8 @@
 """Bundled data sets for certified training.
 
 Everything here works offline: the synthetic and scikit-learn data sets ship with scikit-learn
-(:mod:`.bundled`), and MNIST is read from IDX files the user already has (:mod:`.idx`). All
+(:mod:`.bundled`), MNIST is read from IDX files the user already has (:mod:`.idx`), and your own
+data from CSV or ``.npz`` files (:mod:`.files`, data set ``"file"``). All
 arrays are returned as ``torch.float64`` tensors.
 
 Label conventions: ``"binary"`` tasks have float64 labels of shape ``(N,)`` with values in
@@ -14,9 +15,11 @@ from typing import Any, Callable
 
 from .bundled import breast_cancer, diabetes, digits_1v7, two_moons
 from .dataset import Dataset
+from .files import table
 from .idx import mnist_binary, read_idx
 
-__all__ = ["Dataset", "two_moons", "digits_1v7", "breast_cancer", "diabetes", "read_idx", "mnist_binary", "load", "DATASETS"]
+__all__ = ["Dataset", "two_moons", "digits_1v7", "breast_cancer", "diabetes", "read_idx", "mnist_binary", "table", "load",
+           "DATASETS"]
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "two_moons": two_moons,
@@ -24,6 +27,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "breast_cancer": breast_cancer,
     "diabetes": diabetes,
     "mnist": mnist_binary,
+    "file": table,
 }
 
 

@@ -1,13 +1,13 @@
-"""Checkpointing: an interrupted run resumes from its checkpoint and ends with exactly the bounds
-of an uninterrupted run; a checkpoint of another run is ignored."""
-import logging
+"""Checkpointing (``mibpcert.checkpoint`` in the loop of ``mibpcert.train``): an interrupted run
+resumes from its checkpoint and ends with exactly the bounds of an uninterrupted run; a checkpoint
+of another run is refused and left as it is."""
 import os
 
 import pytest
 import torch
 
 import mibpcert.bounders as bounders_mod
-import mibpcert.train as train_mod
+import mibpcert.checkpoint as checkpoint_mod
 from mibpcert import TrainConfig, certified_train, mlp
 from mibpcert.threats import Both, LabelFlip, LinfFeatures
 
@@ -106,7 +106,7 @@ def test_resume_after_crash_in_interval_step(tmp_path, monkeypatch, reference, c
 def test_resume_after_crash_while_saving(tmp_path, monkeypatch, reference, crash_save):
     """A crash inside a save (the checkpoint keeps the previous state), including the saves at
     the end of an epoch (calls 4, 8, 12: after the lr decay)."""
-    real = train_mod._save
+    real = checkpoint_mod.save
     n = {"k": 0}
 
     def failing_save(*a, **k):
@@ -115,7 +115,7 @@ def test_resume_after_crash_while_saving(tmp_path, monkeypatch, reference, crash
             raise Interrupt("crash while saving")
         return real(*a, **k)
 
-    monkeypatch.setattr(train_mod, "_save", failing_save)
+    monkeypatch.setattr(checkpoint_mod, "save", failing_save)
     with pytest.raises(Interrupt):
         run(tmp_path)
     monkeypatch.undo()
@@ -170,9 +170,10 @@ def test_settings_outside_the_fingerprint_still_resume(tmp_path, monkeypatch, re
     ],
     ids=lambda c: c if isinstance(c, str) else next(iter(c)),
 )
-def test_checkpoint_of_another_run_is_ignored(tmp_path, monkeypatch, caplog, change):
-    # an interrupted run leaves a checkpoint at step 4
-    count_steps(monkeypatch, raise_at=5)
+def test_checkpoint_of_another_run_is_refused(tmp_path, monkeypatch, change):
+    """A checkpoint is never resumed, nor overwritten, by another run: one clear error before any
+    step; once it is removed, the other run trains from the start."""
+    count_steps(monkeypatch, raise_at=5)  # an interrupted run leaves a checkpoint at step 4
     with pytest.raises(Interrupt):
         run(tmp_path)
     monkeypatch.undo()
@@ -185,10 +186,42 @@ def test_checkpoint_of_another_run_is_ignored(tmp_path, monkeypatch, caplog, cha
     elif change == "init":
         kw = dict(model_seed=2)
     fresh = run(None, **kw)
+    path = tmp_path / checkpoint_mod.FILE
+    before = path.read_bytes()
     calls = count_steps(monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="mibpcert"):
-        res = run(tmp_path, **kw)
+    with pytest.raises(ValueError, match="is the checkpoint of another run"):
+        run(tmp_path, **kw)
+    assert calls["n"] == 0 and path.read_bytes() == before
+    path.unlink()
+    res = run(tmp_path, **kw)
     steps_per_epoch = -(-N // kw.get("batch_size", BATCH))
-    assert calls["n"] == EPOCHS * steps_per_epoch, "a foreign checkpoint must not be resumed"
-    assert "belongs to another run" in caplog.text
+    assert calls["n"] == EPOCHS * steps_per_epoch
     assert_same_result(res, fresh)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_finishes_the_step_saves_and_stops(tmp_path, monkeypatch, reference, sig):
+    """SIGINT/SIGTERM during step 3: the step finishes, is saved, the run stops with
+    TrainingInterrupted naming the checkpoint; the same call again resumes at step 4 and ends with
+    the bounds of an uninterrupted run."""
+    import signal
+
+    calls = {"n": 0}
+    real = bounders_mod.interval_step
+
+    def signalling(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), getattr(signal, sig))
+        return real(*a, **k)
+
+    monkeypatch.setattr(bounders_mod, "interval_step", signalling)
+    with pytest.raises(checkpoint_mod.TrainingInterrupted, match="interrupted after step 3, which is saved in") as e:
+        run(tmp_path)
+    assert e.value.step == 3 and calls["n"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handlers are restored"
+    monkeypatch.undo()
+    counted = count_steps(monkeypatch)
+    res = run(tmp_path)
+    assert counted["n"] == TOTAL_STEPS - 3
+    assert_same_result(res, reference)

@@ -1,8 +1,10 @@
 """One description of the network, shared by the interval path and the MIBP encoder.
 
 Supported: ``torch.nn.Sequential`` of ``Linear`` layers with ``ReLU`` between them (optionally a
-leading ``Flatten``), i.e. a ReLU MLP, or a single ``Linear``. :func:`describe` reads exactly
-what torch runs: every entry of the Sequential in order (a module used twice counts twice), and
+leading ``Flatten``), i.e. a ReLU MLP, a single ``Linear``, or any other ``nn.Module`` whose forward
+is such a chain (read with ``torch.fx``: ``Linear``/``ReLU``/``Flatten`` submodules, ``F.relu``,
+``torch.relu``, ``x.relu()``, ``torch.flatten(x, 1)``). :func:`describe` reads exactly
+what torch runs: every entry of the chain in order (a module used twice counts twice), and
 refuses what it cannot see through (hooks on modules or parameters, parametrizations such as
 ``weight_norm``, subclasses, shared weights) with a ``TypeError`` naming the module.
 Parameters with ``requires_grad=False`` are recorded as frozen: training leaves them unchanged.
@@ -12,11 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 import torch.nn.modules.module as torch_module
 from torch.nn.utils import parametrize
 
-SUPPORTED = "torch.nn.Sequential of Linear layers with ReLU between them (optionally a leading Flatten), or one Linear"
+SUPPORTED = ("a chain of Linear layers with ReLU between them (optionally a leading Flatten): a torch.nn.Sequential, "
+             "one Linear, or a module whose forward is such a chain")
+_RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,7 @@ def describe(model: torch.nn.Module) -> ModelSpec:
         # every entry in the order torch runs them; named_children() would skip a repeated module
         entries = list(model._modules.items())
     else:
-        raise TypeError(f"unsupported model type {type(model).__name__}: mibpcert certifies {SUPPORTED}")
+        entries = _traced_chain(model)
     layers: list[Dense] = []
     pending: torch.nn.Linear | None = None
     pending_name = ""
@@ -214,6 +219,10 @@ def describe(model: torch.nn.Module) -> ModelSpec:
         if a.out_features != b.in_features:
             raise TypeError(f"layer widths do not chain: {a.weight} outputs {a.out_features}, {b.weight} takes {b.in_features}")
     params = {f"{n}.{p}" if n else p: t for n, m in entries for p, t in m.named_parameters(recurse=False)}
+    unused = sorted(set(dict(model.named_parameters(remove_duplicate=False))) - set(params))
+    if unused:
+        raise TypeError(f"parameters {unused} are not used by the chain the forward runs; unsupported (every "
+                        "parameter must belong to a Linear layer of the chain)")
     owners: dict[int, str] = {}
     for pname, t in params.items():
         ptr = t.untyped_storage().data_ptr()  # views of one storage are tied too
@@ -222,6 +231,46 @@ def describe(model: torch.nn.Module) -> ModelSpec:
         owners[ptr] = pname
     frozen = frozenset(n for n, t in params.items() if not t.requires_grad)
     return ModelSpec(tuple(layers), frozen)
+
+
+def _traced_chain(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The modules a forward runs, in order, read with ``torch.fx``: it must be one chain from the
+    input to the output through Linear/ReLU/Flatten submodules and ReLU or flatten functions (the
+    functions become plain ``ReLU``/``Flatten`` entries named after the graph node)."""
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as e:  # noqa: BLE001 - data-dependent control flow, unsupported Python, ...
+        raise TypeError(f"unsupported model type {type(model).__name__}: torch.fx cannot read its forward "
+                        f"({type(e).__name__}: {e}); mibpcert certifies {SUPPORTED}") from None
+    entries: list[tuple[str, torch.nn.Module]] = []
+    prev = None
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if prev is not None:
+                raise TypeError(f"{type(model).__name__}.forward takes more than one input; unsupported")
+            prev = node
+            continue
+        if node.op == "output":
+            if node.args[0] is not prev:
+                raise TypeError(f"{type(model).__name__}.forward does not return the last step of its chain; unsupported")
+            break
+        if node.all_input_nodes != [prev]:
+            raise TypeError(f"{type(model).__name__}.forward is not a chain at `{node.format_node()}` (each step must take "
+                            "the previous step's output only); unsupported")
+        extra = list(node.args[1:])
+        if node.op == "call_module":
+            entries.append((str(node.target), model.get_submodule(str(node.target))))
+        elif (node.op == "call_function" and node.target in _RELU_FUNCTIONS or node.op == "call_method"
+              and node.target in ("relu", "relu_")) and not extra and set(node.kwargs) <= {"inplace"}:
+            entries.append((f"{node.name} (relu)", torch.nn.ReLU()))
+        elif (node.op == "call_function" and node.target is torch.flatten or node.op == "call_method"
+              and node.target == "flatten") and list(extra) + list(node.kwargs.values()) in ([1], [1, -1]):
+            entries.append((f"{node.name} (flatten)", torch.nn.Flatten()))
+        else:
+            raise TypeError(f"unsupported operation `{node.format_node()}` in {type(model).__name__}.forward: only "
+                            "Linear layers, ReLU and a leading flatten are supported")
+        prev = node
+    return entries
 
 
 def _dense(mod: torch.nn.Linear, prefix: str, relu: bool) -> Dense:

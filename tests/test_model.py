@@ -278,13 +278,60 @@ def test_model_dtype_other_than_the_config_is_announced(caplog):
         (lambda: torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(2, 1)), "ReLU must follow a Linear layer"),
         (lambda: torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(4, 1)), "widths do not chain"),
         (lambda: torch.nn.Sequential(), "no Linear layer"),
-        (lambda: torch.nn.Identity(), "unsupported model type Identity"),
+        (lambda: torch.nn.Identity(), "the model has no Linear layer"),
+        (lambda: _Chain(lambda m, x: m.fc2(torch.sigmoid(m.fc1(x)))), r"unsupported operation `%sigmoid .* in _Chain.forward"),
+        (lambda: _Chain(lambda m, x: m.fc2(m.fc1(x) + torch.relu(m.fc1(x)))), r"_Chain.forward is not a chain at `%fc1_1"),
+        (lambda: _Chain(lambda m, x: m.fc2(m.fc1(x)) if x.sum() > 0 else m.fc1(x)), "torch.fx cannot read its forward"),
+        (lambda: _Chain(lambda m, x: m.fc2(torch.relu(m.fc1(x))), unused=True), r"parameters \['spare.bias', 'spare.weight'\] are not used"),
+        (lambda: _Chain(lambda m, x: m.fc2(torch.relu(m.fc1(x * 2)))), r"unsupported operation `%mul"),
     ],
 )
 def test_unsupported_models(model, match):
+    """Each is refused before training with a TypeError naming the problem."""
     X, y = binary_data()
     with pytest.raises(TypeError, match=match):
         train(model(), X, y)
+
+
+class _Chain(torch.nn.Module):
+    """A module (not a Sequential) whose forward is written by the test."""
+
+    def __init__(self, fwd, unused: bool = False) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(2, 3, dtype=torch.float64), torch.nn.Linear(3, 1, dtype=torch.float64)
+        if unused:
+            self.spare = torch.nn.Linear(2, 2, dtype=torch.float64)
+        type(self).fwd = fwd
+
+    def forward(self, x):
+        return type(self).fwd(self, x)
+
+
+@pytest.mark.parametrize("relu", ["F.relu", "torch.relu", "method", "module"])
+def test_a_module_whose_forward_is_a_chain_trains_like_its_sequential(relu):
+    """torch.fx reads a custom module's forward (Flatten, Linear, each way of writing a ReLU): its
+    box equals the one of the Sequential with the same weights, bit for bit."""
+    import torch.nn.functional as F
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flat, self.fc1, self.act = torch.nn.Flatten(), torch.nn.Linear(2, 4), torch.nn.ReLU()
+            self.fc2 = torch.nn.Linear(4, 1)
+
+        def forward(self, x):
+            h = self.fc1(self.flat(x))
+            h = {"F.relu": F.relu, "torch.relu": torch.relu, "method": lambda t: t.relu(), "module": self.act}[relu](h)
+            return self.fc2(h)
+
+    net = Net().double()
+    seq = torch.nn.Sequential(torch.nn.Flatten(), net.fc1, torch.nn.ReLU(), net.fc2)
+    X, y = binary_data()
+    a = train(net, X, y)
+    b = train(seq, X, y)
+    assert list(a.param_bounds) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    for (na, (la, ha)), (lb, hb) in zip(a.param_bounds.items(), b.param_bounds.values()):
+        assert torch.equal(la, lb) and torch.equal(ha, hb), na
 
 
 def test_mlp_widths_checked():

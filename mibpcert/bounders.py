@@ -55,8 +55,13 @@ class StepBounder(Protocol):
         the interval step, its ``interval_mean_width`` and the solver counts)."""
         ...
 
-    def restore(self, log: list) -> None:
-        """Resume after the steps of ``log`` (:class:`~mibpcert.train.StepLog`) from a checkpoint."""
+    def restore(self, log: list, saved=None) -> None:
+        """Resume after the steps of ``log`` (:class:`~mibpcert.train.StepLog`) from a checkpoint,
+        with what :meth:`saved_state` returned then."""
+        ...
+
+    def saved_state(self):
+        """What a checkpoint must keep besides the box to resume exactly (picklable), or None."""
         ...
 
     def close(self) -> None:
@@ -84,8 +89,11 @@ class IntervalBounder:
     def bound_step(self, state: ParamBox, batch: Batch, region, ctx: StepContext) -> tuple[ParamBox, dict]:
         return step_intervals(state, region, ctx).params, {}
 
-    def restore(self, log: list) -> None:
+    def restore(self, log: list, saved=None) -> None:
         pass
+
+    def saved_state(self) -> None:
+        return None
 
     def close(self) -> None:
         pass
@@ -104,8 +112,11 @@ class MibpBounder:
     def __init__(self, spec: ModelSpec, cfg: TrainConfig, info: TaskInfo) -> None:
         self.tightener = StepTightener(spec, cfg, info)
 
-    def restore(self, log: list) -> None:
+    def restore(self, log: list, saved=None) -> None:
         self.tightener.solved_before = any(s.solver_bounds > 0 for s in log)
+
+    def saved_state(self) -> None:
+        return None
 
     def bound_step(self, state: ParamBox, batch: Batch, region, ctx: StepContext) -> tuple[ParamBox, dict]:
         sb = step_intervals(state, region, ctx)
@@ -123,9 +134,8 @@ class MibpBounder:
 class AffineBounder:
     """Affine forms carried between steps (:func:`mibpcert.steps.affine.affine_update`): the state
     the loop sees is the forms' box intersected with the interval step's box. The forms start from
-    the first box they see and restart from the box when the loop hands over another one (e.g.
-    after resuming from a checkpoint, which stores boxes only): always sound, only the relations
-    built before are lost."""
+    the first box they see, are checkpointed with the box, and restart from the box when the loop
+    hands over another one: always sound, only the relations built before are lost."""
 
     needs_nominal = False
     with_trace = False  # whether the affine step also bounds its intermediate quantities
@@ -157,8 +167,12 @@ class AffineBounder:
         step's result (the interval step's here) and extra statistics."""
         return upd.theta, sb.params, {}
 
-    def restore(self, log: list) -> None:
-        self.theta = None
+    def restore(self, log: list, saved=None) -> None:
+        """Continue the forms of the checkpoint (a checkpoint without them: restart from its box)."""
+        self.theta, self.symbols, self.last = (None, SymbolTable(), None) if saved is None else saved
+
+    def saved_state(self) -> tuple:
+        return self.theta, self.symbols, self.last
 
     def close(self) -> None:
         pass
@@ -185,8 +199,8 @@ class RelationalMibpBounder(AffineBounder):
         return self.tightener.tighten_forms(state, sb, region, batch.X, batch.y, ctx.lr, ctx.theta_nominal, ctx.threat,
                                             self.theta, upd)
 
-    def restore(self, log: list) -> None:
-        super().restore(log)
+    def restore(self, log: list, saved=None) -> None:
+        super().restore(log, saved)
         self.tightener.solved_before = any(s.solver_bounds > 0 for s in log)
 
     def close(self) -> None:

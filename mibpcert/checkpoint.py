@@ -17,6 +17,7 @@ import threading
 import torch
 
 from .model import ModelSpec
+from .version import __version__
 
 FILE = "checkpoint.pt"
 
@@ -30,10 +31,21 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step, self.path = step, path
 
 
+class ForeignCheckpoint(ValueError):
+    """The checkpoint directory holds the checkpoint of another run."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path} is the checkpoint of another run (different data, model, threat, recipe or mibpcert version); "
+            "remove it, or use another checkpoint directory (the command line: another --out, or --force to start afresh)"
+        )
+        self.path = path
+
+
 def fingerprint(model: torch.nn.Module, spec: ModelSpec, X: torch.Tensor, y: torch.Tensor, threat, cfg) -> str:
-    """A hash of what determines the run's bounds: recipe and certification options (not where
-    or how fast it runs), frozen parameters, threat, initial weights and data."""
-    h = hashlib.sha256()
+    """A hash of what determines the run's bounds: the mibpcert version, recipe and certification
+    options (not where or how fast it runs), frozen parameters, threat, initial weights and data."""
+    h = hashlib.sha256(__version__.encode())
     keep = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "checkpoint_dir", "workers", "device")}
     h.update(json.dumps(keep, sort_keys=True, default=str).encode())
     h.update(json.dumps(sorted(spec.frozen)).encode())
@@ -45,15 +57,12 @@ def fingerprint(model: torch.nn.Module, spec: ModelSpec, X: torch.Tensor, y: tor
 
 def load(path: str, fingerprint: str, device) -> dict | None:
     """The checkpoint at ``path`` for the run with ``fingerprint``; None when there is none. A
-    checkpoint of another run is a ``ValueError`` (it is never overwritten silently)."""
+    checkpoint of another run is a :class:`ForeignCheckpoint` (it is never overwritten silently)."""
     if not os.path.exists(path):
         return None
     ck = torch.load(path, map_location=device, weights_only=False)
     if ck.get("fingerprint") != fingerprint:
-        raise ValueError(
-            f"{path} is the checkpoint of another run (different data, model, threat or recipe); remove it, or "
-            "use another checkpoint directory (the command line: another --out, or --force to start afresh)"
-        )
+        raise ForeignCheckpoint(path)
     return ck
 
 

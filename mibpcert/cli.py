@@ -190,10 +190,6 @@ def run(cfg: dict, out_dir: str | None = None, quiet: bool = False, force: bool 
     prepare_out_dir(out_dir)
     train_kw = dict(cfg["train"])
     train_kw.setdefault("checkpoint_dir", out_dir)
-    if force and train_kw["checkpoint_dir"]:
-        for stale in (os.path.join(train_kw["checkpoint_dir"], checkpoint.FILE), os.path.join(out_dir, RESULT_NAME)):
-            if os.path.exists(stale):
-                os.remove(stale)
     if quiet:
         train_kw["progress"] = False
     else:
@@ -211,7 +207,14 @@ def run(cfg: dict, out_dir: str | None = None, quiet: bool = False, force: bool 
 
     t0 = time.perf_counter()
     val = (ds.X_val, ds.y_val) if tc.select_epoch else (None, None)
-    result = certified_train(model, ds.X_train, ds.y_train, threat, tc, *val)
+    try:
+        result = certified_train(model, ds.X_train, ds.y_train, threat, tc, *val)
+    except checkpoint.ForeignCheckpoint as e:  # raised after every input was checked, before any step
+        if not force:
+            raise
+        say(f"--force: removing {e.path} (the checkpoint of another run)")
+        os.remove(e.path)
+        result = certified_train(model, ds.X_train, ds.y_train, threat, tc, *val)
     t_train = time.perf_counter() - t0
     result.save(os.path.join(out_dir, RESULT_NAME))  # before anything else can fail
     t0 = time.perf_counter()
@@ -307,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--out", metavar="DIR", help="output directory (overrides [output] dir)")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar or status lines; only the summary")
     p_run.add_argument("--debug", action="store_true", help="on an error, also print the traceback")
-    p_run.add_argument("--force", action="store_true", help="start afresh even if the output directory holds the "
-                       "checkpoint of another run (it is removed)")
+    p_run.add_argument("--force", action="store_true", help="start afresh when the output directory holds the "
+                       "checkpoint of another run (it is removed once the new run's inputs are checked)")
     p_cert = sub.add_parser("certify", help="certify test data with a finished run's saved result (no training)")
     p_cert.add_argument("run_dir", metavar="RUN_DIR", help="output directory of a `mibpcert run`")
     p_cert.add_argument("--data", metavar="CONFIG.toml", help="a config whose [data] table names the test data "
@@ -368,6 +371,8 @@ def _failure(e: BaseException) -> tuple[str, int]:
         return f"error: {_one_line(e)}", 2
     if isinstance(e, RuntimeError):  # BoundsDiverged, SoundnessError, solver failures
         return f"error: {type(e).__name__}: {_one_line(e)}", 1
+    if isinstance(e, MemoryError):
+        return "error: out of memory; use a smaller model, data set or batch, or method = \"interval\"", 1
     if isinstance(e, (SystemExit, GeneratorExit)):
         raise e
     return (f"error: internal error, a bug in mibpcert {__version__} ({type(e).__name__}: {_one_line(e)}); "

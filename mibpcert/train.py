@@ -224,7 +224,7 @@ def certified_train(
         opt.load_state_dict(ck["optimizer"])
         lr = ck["lr"]
         steps_log = [StepLog(**d) for d in ck["log"]]
-        bounder.restore(steps_log)
+        bounder.restore(steps_log, ck.get("bounder"))
         best, val_scores = ck["best"], ck["val_scores"]
         epochs_done = ck["epochs_done"]
         log.warning("resuming from step %d of %d (checkpoint %s)", start_step, total, ckpt_path)
@@ -233,7 +233,7 @@ def certified_train(
         checkpoint.save(ckpt_path, dict(
             fingerprint=fingerprint, step=step, box={k: (v.lo, v.hi) for k, v in box.items()}, nominal=nominal.state_dict(),
             optimizer=opt.state_dict(), lr=lr, log=[asdict(s) for s in steps_log], best=best, val_scores=val_scores,
-            epochs_done=epochs_done))
+            epochs_done=epochs_done, bounder=bounder.saved_state()))
 
     tol = 0.0 if cfg.outward_rounding else (1e-12 if dtype == torch.float64 else 1e-5)  # rounding off: not sound
     bar = None

@@ -15,6 +15,7 @@ import concurrent.futures as cf
 import dataclasses
 import multiprocessing as mp
 import os
+import signal
 from typing import Sequence
 
 from mibpcert.ir.program import LinearExpr, Program
@@ -38,6 +39,12 @@ def _solve_jobs(backend_name: str, jobs: list[Job], options: SolveOptions) -> li
     return out
 
 
+def _ignore_interrupts() -> None:
+    """Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the parent decides
+    (a checkpointed run finishes the step in flight, which needs its workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class SolverPool:
     """A reusable pool of solver worker processes (``spawn`` by default).
 
@@ -54,8 +61,8 @@ class SolverPool:
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.workers = int(workers)
-        self._executor = cf.ProcessPoolExecutor(max_workers=self.workers,
-                                                mp_context=mp.get_context(mp_context))
+        self._executor = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context(mp_context),
+                                                initializer=_ignore_interrupts)
         # start the workers now (importing the package is cheap: it does not import torch)
         for f in [self._executor.submit(os.getpid) for _ in range(self.workers)]:
             f.result()

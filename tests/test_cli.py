@@ -480,6 +480,11 @@ def test_the_same_command_again_resumes_and_another_config_is_refused(tmp_path, 
     assert main(["run", str(other), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "checkpoint of another run" in err and "--force" in err
+    broken = _write(tmp_path, TINY.replace("lr = 0.1", "lr = -1.0"), "broken.toml")
+    saved = (out / "result.pt").read_bytes()
+    assert main(["run", str(broken), "--out", str(out), "--quiet", "--force"]) == 2  # refused before anything is removed
+    assert (out / "checkpoint.pt").exists() and (out / "result.pt").read_bytes() == saved
+    capsys.readouterr()
     assert main(["run", str(other), "--out", str(out), "--quiet", "--force"]) == 0
     assert json.loads((out / "report.json").read_text())["config"]["train"]["lr"] == 0.05
 

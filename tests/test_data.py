@@ -397,6 +397,11 @@ def test_a_csv_file_is_the_data_it_holds(tmp_path):
     assert (table(m).task, table(m).num_classes) == ("multiclass", 3)
     r = _csv(tmp_path / "r.csv", ["x", "label"], [(i, 0.5 * i) for i in range(12)])
     assert table(r).task == "regression" and table(r).y_train.shape[1] == 1
+    ints = _csv(tmp_path / "ints.csv", ["x", "label"], [(i, 25 + 7 * i) for i in range(12)])  # integer targets
+    assert table(ints, task="regression").task == "regression"
+    bom = tmp_path / "bom.csv"
+    bom.write_text("label,x\n0,1.5\n1,2.5\n0,3.5\n1,4.5\n", encoding="utf-8-sig")
+    assert table(str(bom), test_fraction=0.5).task == "binary"
     np.savez(tmp_path / "d.npz", X=X, y=y)
     dz = table(str(tmp_path / "d.npz"), test_fraction=0.25, n_val=5, seed=1)
     assert torch.equal(dz.X_train, ds.X_train) and torch.equal(dz.y_test, ds.y_test)
@@ -410,7 +415,10 @@ def test_a_csv_file_is_the_data_it_holds(tmp_path):
     ("ragged", r"row 3 has 2 fields, the header has 3"),
     ("ext", r"unsupported data file type '.xlsx'"),
     ("missing", r"data file not found"),
-    ("npz", r"needs arrays 'X' \(N, d\) and 'y' \(N,\)"),
+    ("npz", r"needs arrays 'X' \(N, d\) and 'y' \(N,\), has \['features'\]"),
+    ("pm_one", r"cannot tell the task from integer labels \[-1.0, 1.0\]"),
+    ("one_based", r"cannot tell the task from integer labels \[1.0, 2.0, 3.0\]"),
+    ("test_class", r"labels up to 3, but the training data has 3 classes"),
 ])
 def test_bad_data_files_get_one_clear_error(tmp_path, case, match):
     import numpy as np
@@ -434,6 +442,13 @@ def test_bad_data_files_get_one_clear_error(tmp_path, case, match):
         p.write_text("x")
     elif case == "missing":
         p = tmp_path / "none.csv"
+    elif case == "pm_one":
+        p = _csv(tmp_path / "d.csv", ["a", "label"], [(i, 1 if i % 2 else -1) for i in range(6)])
+    elif case == "one_based":
+        p = _csv(tmp_path / "d.csv", ["a", "label"], [(i, 1 + i % 3) for i in range(6)])
+    elif case == "test_class":
+        p = _csv(tmp_path / "d.csv", ["a", "label"], [(i, i % 3) for i in range(6)])
+        kw = dict(test_path=_csv(tmp_path / "t.csv", ["a", "label"], [(0, 3), (1, 0)]))
     else:
         p = tmp_path / "d.npz"
         np.savez(p, features=np.zeros((3, 2)))

@@ -2,9 +2,10 @@
 
 Every value must be a finite number; labels must fit the task (``binary``: 0 and 1;
 ``multiclass``: the integers 0 .. C-1; ``regression``: any number). ``task="auto"`` reads the task
-from the training labels: two values in {0, 1} is binary, integers 0 .. C-1 with C >= 3 is
-multiclass, anything else regression. Each problem is one ``ValueError`` naming the file, the
-column and the row.
+from the training labels: exactly the values 0 and 1 is binary, exactly the integers 0 .. C-1 with
+C >= 3 is multiclass, labels that are not all integers are regression; other integer labels
+(e.g. {-1, 1}, {1, 2, 3}, or integer-valued targets) are ambiguous and an error asking for
+``task``. Each problem is one ``ValueError`` naming the file, the column and the row.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ TASK_CHOICES = ("auto", "binary", "multiclass", "regression")
 def _read_csv(path: str, label_column: str) -> tuple[np.ndarray, np.ndarray, tuple]:
     """Features, labels and feature names of a CSV file with a header row."""
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except FileNotFoundError:
         raise ValueError(f"data file not found: {path}") from None
@@ -57,13 +58,15 @@ def _read_csv(path: str, label_column: str) -> tuple[np.ndarray, np.ndarray, tup
 def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray, None]:
     try:
         with np.load(path, allow_pickle=False) as z:
-            if "X" not in z or "y" not in z:
-                raise ValueError(f"{path}: needs arrays 'X' (N, d) and 'y' (N,), has {sorted(z.files)}")
-            X, y = np.asarray(z["X"]), np.asarray(z["y"])
+            arrays = {k: np.asarray(z[k]) for k in ("X", "y") if k in z}
+            files = sorted(z.files)
     except FileNotFoundError:
         raise ValueError(f"data file not found: {path}") from None
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot read it as .npz ({e})") from None
+    if len(arrays) != 2:
+        raise ValueError(f"{path}: needs arrays 'X' (N, d) and 'y' (N,), has {files}")
+    X, y = arrays["X"], arrays["y"]
     if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
         raise ValueError(f"{path}: 'X' must be (N, d) and 'y' (N,), got {X.shape} and {y.shape}")
     try:
@@ -84,21 +87,30 @@ def _read(path: str, label_column: str):
     raise ValueError(f"{path}: unsupported data file type {ext!r}; use .csv (with a header row) or .npz")
 
 
-def _task_of(y: np.ndarray, task: str, path: str) -> tuple[str, int | None]:
+def _task_of(y: np.ndarray, task: str, path: str, num_classes: int | None = None) -> tuple[str, int | None]:
+    """The task and class count of labels ``y`` (``task="auto"``: read from them, see the module
+    docstring); labels that do not fit the task, or the training set's classes, are an error."""
     integral = bool(np.all(y == np.round(y)))
-    values = np.unique(y)
+    values = np.unique(y).tolist()
     if task == "auto":
-        if integral and set(values.tolist()) <= {0.0, 1.0} and len(values) == 2:
+        if values == [0.0, 1.0]:
             task = "binary"
-        elif integral and values.min() >= 0 and len(values) >= 3 and values.max() < 1000:
+        elif integral and len(values) >= 3 and values == list(range(len(values))):
             task = "multiclass"
-        else:
+        elif not integral:
             task = "regression"
-    if task == "binary" and not set(values.tolist()) <= {0.0, 1.0}:
-        raise ValueError(f"{path}: binary labels must be 0 or 1, found {values[:10].tolist()}")
-    if task == "multiclass" and (not integral or values.min() < 0):
-        raise ValueError(f"{path}: multiclass labels must be the integers 0 .. C-1, found {values[:10].tolist()}")
-    return task, {"binary": 2, "multiclass": int(values.max()) + 1}.get(task)
+        else:
+            raise ValueError(f"{path}: cannot tell the task from integer labels {values[:10]}: binary needs 0 and 1, "
+                             "multiclass 0 .. C-1; set task = \"binary\", \"multiclass\" or \"regression\" (after "
+                             "relabelling for classification)")
+    if task == "binary" and not set(values) <= {0.0, 1.0}:
+        raise ValueError(f"{path}: binary labels must be 0 or 1, found {values[:10]}")
+    if task == "multiclass" and (not integral or min(values) < 0):
+        raise ValueError(f"{path}: multiclass labels must be the integers 0 .. C-1, found {values[:10]}")
+    classes = {"binary": 2, "multiclass": int(max(values)) + 1}.get(task)
+    if num_classes is not None and classes is not None and classes > num_classes:
+        raise ValueError(f"{path}: labels up to {classes - 1}, but the training data has {num_classes} classes")
+    return task, classes if num_classes is None else num_classes
 
 
 def table(path: str, label_column: str = "label", task: str = "auto", test_path: str | None = None,
@@ -121,16 +133,16 @@ def table(path: str, label_column: str = "label", task: str = "auto", test_path:
         X_te, y_te, names_te = _read(test_path, label_column)
         if X_te.shape[1] != X.shape[1] or (names and names_te and names_te != names):
             raise ValueError(f"{test_path}: its feature columns differ from those of {path}")
-        _task_of(y_te, task, test_path)
+        _task_of(y_te, task, test_path, num_classes)
         X_tr, y_tr, X_va, y_va = split_validation(X, y, n_val, seed, stratify)
     else:
         check_fraction(test_fraction)
         X_tr, y_tr, X_va, y_va, X_te, y_te = split(X, y, test_fraction, n_val, seed, stratify)
     if val_path is not None:
-        X_va, y_va, _ = _read(val_path, label_column)
-        if X_va.shape[1] != X.shape[1]:
+        X_va, y_va, names_va = _read(val_path, label_column)
+        if X_va.shape[1] != X.shape[1] or (names and names_va and names_va != names):
             raise ValueError(f"{val_path}: its feature columns differ from those of {path}")
-        _task_of(y_va, task, val_path)
+        _task_of(y_va, task, val_path, num_classes)
     if task == "regression":
         y_tr, y_te = y_tr.reshape(-1, 1), y_te.reshape(-1, 1)
         y_va = None if y_va is None else y_va.reshape(-1, 1)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..interval.affine import Affine
+from ..steps.affine import InputForms
 from ..ir.program import LinearExpr
 from .training_step import StepProgram, StepSetting, TraceBounds, joint_encoding
 
@@ -34,12 +35,15 @@ def _rows(form: Affine) -> tuple[np.ndarray, np.ndarray]:
 
 
 def relational_program(st: StepSetting, region, X, y, tb: TraceBounds, before: dict[str, Affine],
-                       inputs: Affine | None, after: dict[str, Affine]) -> StepProgram:
+                       inputs: InputForms | None, after: dict[str, Affine]) -> StepProgram:
     """The joint program of the batch tied to the forms ``before`` (parameters before the step,
-    no independent part) and ``inputs`` (the batch's input forms; None: no data ties). Objectives:
+    no independent part) and ``inputs`` (the batch's input forms, over the same numbering of the
+    symbols; None: no data ties). Objectives:
     the residuals of ``after`` (over ``m`` symbols, ``m`` at least that of ``before`` and
     ``inputs``) for the targets in order, then the values of the same targets (``targets`` lists
     them twice)."""
+    if any(bool((f.e != 0).any()) for f in before.values()):
+        raise RuntimeError("the parameter forms a relational step starts from must have no independent part")
     J = joint_encoding(st, region, X, y, tb)
     enc = J.enc
     m = next(iter(after.values())).m
@@ -51,15 +55,14 @@ def relational_program(st: StepSetting, region, X, y, tb: TraceBounds, before: d
             nz = np.nonzero(G[j])[0]
             enc.equal(np.concatenate([[var.idx[j]], xi.idx[nz]]), np.concatenate([[1.0], -G[j, nz]]), float(c[j]))
     if inputs is not None:
-        c, G = _rows(inputs)
-        e = inputs.e.detach().to("cpu", torch.float64).reshape(-1).numpy()
-        d = inputs.shape[1]
+        # a feature with a data symbol s is c + r xi_s (the centre and radius of its box, as in
+        # InputForms.rows); features without one stay free in the threat's encoding
+        box = Affine.from_interval(inputs.box, 0)
+        c, r = (t.detach().to("cpu", torch.float64).numpy() for t in (box.c, box.e))
+        cols = inputs.cols.detach().cpu().numpy()
         for b, x in enumerate(J.inputs):
-            for f in np.nonzero(x.is_var)[0]:
-                row = b * d + f
-                nz = np.nonzero(G[row])[0]
-                if e[row] == 0 and len(nz) == 1:  # the feature is its data symbol's affine image
-                    enc.equal(np.array([x.idx[f], xi.idx[nz[0]]]), np.array([1.0, -G[row, nz[0]]]), float(c[row]))
+            for f in np.nonzero(x.is_var & (cols[b] >= 0))[0]:
+                enc.equal(np.array([x.idx[f], xi.idx[cols[b, f]]]), np.array([1.0, -r[b, f]]), float(c[b, f]))
     flat_G = np.concatenate([_rows(after[n])[1] for n in st.spec.param_names])
     exprs = []
     for expr, t in zip(J.exprs, J.targets):

@@ -165,9 +165,8 @@ class StepTightener:
             tb = tb.intersect(*update.trace)
         st = StepSetting(self.spec, box, theta_nominal, threat, get_loss(self.cfg.loss), lr, self.cfg.weight_decay,
                          self.cfg.pwl_pieces)
-        inputs = None if update.inputs is None else update.inputs.rows(slice(None))
         progs, results, stats = self.solve(
-            lambda: [(relational_program(st, region, Xb, yb, tb, before, inputs, update.theta), 0, -1)],
+            lambda: [(relational_program(st, region, Xb, yb, tb, before, update.inputs, update.theta), 0, -1)],
             lambda progs: 2 * len(progs[0][0].exprs) if progs else 4 * int((~self.spec.frozen_mask()).sum()),
             self.tied_options)
         if results is None:
@@ -179,8 +178,9 @@ class StepTightener:
         c = torch.cat([after[n].c.reshape(-1) for n in names])
         e = torch.cat([after[n].e.reshape(-1) for n in names])
         lo, hi = (c - e).clone(), (c + e).clone()
-        if rounding_enabled():
-            lo, hi = torch.nextafter(lo, torch.full_like(lo, -torch.inf)), torch.nextafter(hi, torch.full_like(hi, torch.inf))
+        if rounding_enabled():  # c - e and c + e may round inward; exact entries (e = 0) stay points
+            lo = torch.where(e > 0, torch.nextafter(lo, torch.full_like(lo, -torch.inf)), lo)
+            hi = torch.where(e > 0, torch.nextafter(hi, torch.full_like(hi, torch.inf)), hi)
         self._apply(lo, hi, StepProgram(prog.program, prog.start, prog.exprs[:T], prog.targets[:T], {}), res[:T])
         resid = Affine.from_interval(Interval(lo, hi, check=False), 0)
         out, at = {}, 0

@@ -315,10 +315,9 @@ def check_size(spec: ModelSpec, n_samples: int, n_features: int, cap: int) -> No
     need = 8 * symbols * 8 * spec.num_params + 8 * 12 * 2**24
     if need > MEMORY_LIMIT:
         raise ValueError(
-            f"method='affine' would need about {need / 2**30:.0f} GiB for its affine forms ({n_samples} training samples x "
-            f"{n_features} features may each carry a symbol, {spec.num_params} parameters); use fewer training samples or "
-            "a smaller model, or method='interval'"
-        )
+            f"the affine forms (method='affine', or relational=True) would need about {need / 2**30:.0f} GiB "
+            f"({n_samples} training samples x {n_features} features may each carry a symbol, {spec.num_params} parameters); "
+            "use fewer training samples or a smaller model, or method='interval'")
 
 
 def params_from_box(box: dict, symbols: SymbolTable) -> AffineParams:

@@ -33,3 +33,34 @@ def test_bound_many_and_parallel_identical_for_worker_counts() -> None:
     assert _numbers(s1) == _numbers(s2) and len(s1) == len(objs)
     direct = get_backend("highs").bound(prog, objs[:3], SolveOptions(relax="lp"))
     assert _numbers(direct) == _numbers(s1[:3])
+
+
+@pytest.mark.slow  # spawns worker processes
+def test_workers_ignore_ctrl_c() -> None:
+    """Ctrl-C in a terminal reaches every process of the group: the workers ignore it, so the
+    parent can finish (and checkpoint) the step in flight with them."""
+    import os
+    import signal
+    import time
+
+    jobs = [(t.program, [t.objective]) for t in TINY]
+    with SolverPool(2) as pool:
+        first = bound_many("highs", jobs, SolveOptions(), pool=pool, jobs_per_chunk=1)
+        pids = list(pool._executor._processes)
+        assert pids, "no worker process started"
+
+        def ignores_sigint(pid: int) -> bool:  # the worker has run its initializer (Linux: /proc)
+            with open(f"/proc/{pid}/status") as f:
+                mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigIgn:"))
+            return bool(mask & (1 << (signal.SIGINT - 1)))
+
+        t0 = time.time()
+        while not all(ignores_sigint(pid) for pid in pids):  # a worker may still be starting
+            assert time.time() - t0 < 120, "workers did not finish starting"
+            time.sleep(0.05)
+        for pid in pids:
+            os.kill(pid, signal.SIGINT)
+        time.sleep(0.5)
+        again = bound_many("highs", jobs, SolveOptions(), pool=pool, jobs_per_chunk=1)
+        assert list(pool._executor._processes) == pids, "a worker died on SIGINT"
+    assert [_numbers(r) for r in first] == [_numbers(r) for r in again]

@@ -144,3 +144,25 @@ def test_affine_is_tighter_than_interval_where_nothing_switches():
         res = certified_train(model, X, y, LinfFeatures(1e-4), TrainConfig(loss="hinge", method=method, epochs=6, lr=0.3, batch_size=N))
         widths[method] = float(torch.cat([(h - lo).reshape(-1) for lo, h in res.param_bounds.values()]).mean())
     assert widths["affine"] < 0.8 * widths["interval"], widths
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_order_reduction_and_a_frozen_layer_stay_sound(method):
+    """Few symbols (order reduction merges step symbols every step) and a frozen bias: fixed
+    poisoned trainings (random, vertex and gradient-guided) stay inside, the frozen entries stay
+    points."""
+    X, y, X_test, y_test = _data("binary")
+    model = mlp([2, 5, 1], seed=3)
+    model[0].bias.requires_grad_(False)
+    recipe = dict(epochs=4, lr=0.3, shuffle=True)
+    cfg = TrainConfig(loss="hinge", batch_size=BATCH, affine_symbols=40, **METHODS[method], **recipe)
+    res = certified_train(model, X, y, LinfFeatures(0.08), cfg)
+    P = sum(p.numel() for p in model.parameters())
+    assert 0 < max(s.symbols for s in res.log) <= 40 + P < N * 2 + 12 * P, "order reduction did not run"
+    lo, hi = res.param_bounds["0.bias"]
+    assert torch.equal(lo, hi), "a frozen parameter must stay a point"
+    gen = torch.Generator().manual_seed(11)
+    sets = random_points(X - 0.08, X + 0.08, 4, 4, gen) + guided_vertices(model, X, y, "hinge", X - 0.08, X + 0.08,
+                                                                          _recipe(recipe), 4, gen)
+    for t, Xp in enumerate(sets):
+        assert_in_box(res, sgd_train(model, Xp, y, "hinge", **_recipe(recipe)), f"{method}: poisoned set {t}")

@@ -225,3 +225,22 @@ def test_a_signal_finishes_the_step_saves_and_stops(tmp_path, monkeypatch, refer
     res = run(tmp_path)
     assert counted["n"] == TOTAL_STEPS - 3
     assert_same_result(res, reference)
+
+
+@pytest.mark.parametrize("method", ["affine", "relational"])
+def test_the_affine_forms_resume_exactly(tmp_path, monkeypatch, method):
+    """The checkpoint keeps the affine forms and their symbols: an interrupted affine (or
+    relational MIBP) run resumes to the box and forms of an uninterrupted run, bit for bit."""
+    kw = dict(method="affine") if method == "affine" else dict(method="mibp", mode="joint", relax="lp",
+                                                                 relational=True, time_limit=None)
+    th = LinfFeatures(0.03)
+    ref = run(None, th=th, **kw)
+    count_steps(monkeypatch, raise_at=5)
+    with pytest.raises(Interrupt):
+        run(tmp_path, th=th, **kw)
+    monkeypatch.undo()
+    res = run(tmp_path, th=th, **kw)
+    assert_same_result(res, ref)
+    for n, f in ref.relational.items():
+        g = res.relational[n]
+        assert torch.equal(f.c, g.c) and torch.equal(f.G, g.G) and torch.equal(f.e, g.e), n

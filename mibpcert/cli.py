@@ -77,13 +77,13 @@ def _number(v: Any, name: str) -> float:
     return float(v)
 
 
-def _no_limit(table: dict, name: str) -> None:
-    """TOML has no null: ``time_limit = "none"`` is no time limit."""
-    v = table.get("time_limit")
+def _no_limit(table: dict, name: str, key: str) -> None:
+    """TOML has no null: ``key = "none"`` is no time limit."""
+    v = table.get(key)
     if isinstance(v, str):
         if v.strip().lower() != "none":
-            raise ConfigError(f'{name}.time_limit must be a positive number of seconds or "none", got {v!r}')
-        table["time_limit"] = None
+            raise ConfigError(f'{name}.{key} must be a positive number of seconds or "none", got {v!r}')
+        table[key] = None
 
 
 def validate_config(cfg: dict) -> dict:
@@ -122,7 +122,8 @@ def validate_config(cfg: dict) -> dict:
         raise ConfigError(str(e)) from None
     # [train]
     _check_keys("train", out["train"], _train_keys())
-    _no_limit(out["train"], "train")
+    _no_limit(out["train"], "train", "time_limit")
+    _no_limit(out["train"], "train", "step_time_limit")
     # [certify]
     c = out["certify"]
     _check_keys("certify", c, _certify_keys())

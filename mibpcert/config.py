@@ -58,6 +58,7 @@ class TrainConfig:
     partitions: int = 1
     pwl_pieces: int = 4
     time_limit: float | None = 10.0
+    step_time_limit: float | None = None
     threads: int = 1
     workers: int = 1
     select_epoch: bool = False
@@ -119,9 +120,10 @@ class TrainConfig:
             )
         if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"TrainConfig.device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
-        if self.time_limit is not None and (isinstance(self.time_limit, bool) or not isinstance(self.time_limit, (int, float))
-                                            or not self.time_limit > 0):
-            raise ValueError(f"TrainConfig.time_limit must be positive or None, got {self.time_limit!r}")
+        for name in ("time_limit", "step_time_limit"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+                raise ValueError(f"TrainConfig.{name} must be positive or None, got {v!r}")
 
     @property
     def torch_dtype(self) -> torch.dtype:

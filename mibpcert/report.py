@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -144,7 +145,7 @@ def format_summary(summary: dict, title: str | None = None) -> str:
     rows.append(("param width mean/max", f"{_num(s.get('mean_param_width'))} / {_num(s.get('max_param_width'))}  ({s.get('num_params')} parameters)"))
     steps = f"{s.get('steps')} run ({s.get('epochs')} epoch{'' if s.get('epochs') == 1 else 's'})"
     if s.get("steps_to_selected_epoch") is not None:
-        steps += f", box after step {s['steps_to_selected_epoch']} (epoch {s.get('selected_epoch')})"
+        steps += f", box after step {s['steps_to_selected_epoch']} (epoch {s.get('selected_epoch') + 1} of {s.get('epochs')})"
     rows.append(("steps", steps))
     if s.get("total_seconds") is not None:
         t = f"{s['total_seconds']:.1f} s"
@@ -273,12 +274,61 @@ def _plot_widths(ax, result) -> None:
         ax.set_yscale("log")
     sel = [s.step for s in result.log if s.epoch == result.selected_epoch]
     if sel:
-        ax.axvline(max(sel), color="k", ls=":", lw=1, label=f"selected epoch {result.selected_epoch}")
+        ax.axvline(max(sel), color="k", ls=":", lw=1,
+                   label=f"box returned: end of epoch {result.selected_epoch + 1} of {result.config.epochs}")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("SGD step")
     ax.set_ylabel("parameter interval width")
     ax.set_title("parameter box width per step")
     ax.legend(loc="best", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
+    _caption(ax, "Mean and largest width of the parameter box after each SGD step (log scale); every parameter any "
+                 "allowed poisoning can reach lies in the box.")
+
+
+def _caption(ax, text: str, y: float = -0.16) -> None:
+    """A line of explanation under a panel."""
+    ax.text(0.5, y, "\n".join(textwrap.wrap(text, 80)), transform=ax.transAxes, ha="center", va="top",
+            fontsize=7.5, color="0.25")
+
+
+def _plot_margins(ax, result, report: CertReport, data) -> None:
+    """Per test point: the bounds of its margin (correct class minus the best other, over every
+    model in the box and test input within test_eps), sorted, with the nominal model's margin."""
+    lo = report.margin.lo.detach().cpu().double().numpy()
+    hi = report.margin.hi.detach().cpu().double().numpy()
+    nominal = None
+    if data is not None and getattr(data, "X_test", None) is not None and len(data.X_test) == len(lo):
+        with torch.no_grad():
+            z = result.nominal(data.X_test.to(next(result.nominal.parameters()).dtype))
+        y = data.y_test.reshape(-1)
+        if z.shape[1] == 1:
+            nominal = ((2 * y - 1) * z[:, 0]).double().cpu().numpy()
+        else:
+            zy = z.gather(1, y.long().reshape(-1, 1))[:, 0]
+            other = z.clone().scatter_(1, y.long().reshape(-1, 1), -torch.inf).amax(1)
+            nominal = (zy - other).double().cpu().numpy()
+    order = np.argsort(nominal if nominal is not None else (np.nan_to_num(lo) + np.nan_to_num(hi)) / 2, kind="stable")
+    cert = report.certified.detach().cpu().numpy().astype(bool)[order]
+    idx = np.arange(len(lo))
+    span = np.nanmax(np.abs(np.concatenate([lo[np.isfinite(lo)], hi[np.isfinite(hi)], [1.0]])))
+    clip = lambda a: np.clip(np.nan_to_num(a, nan=0.0, posinf=span, neginf=-span), -span, span)  # noqa: E731
+    ax.vlines(idx[cert], clip(lo[order][cert]), clip(hi[order][cert]), colors="tab:green", lw=1.2, label="certified")
+    ax.vlines(idx[~cert], clip(lo[order][~cert]), clip(hi[order][~cert]), colors="0.55", lw=1.2, label="not certified")
+    if nominal is not None:
+        ax.scatter(idx, nominal[order], s=5, color="k", zorder=3, label="nominal model")
+    ax.axhline(0.0, color="tab:red", lw=0.8)
+    ax.set_yscale("symlog", linthresh=max(1e-3, 1e-3 * span))
+    ca = report.certified_accuracy
+    ax.set_title(f"margin bounds per test point; certified {100 * ca:.1f} %")
+    ax.set_xlabel("test point (sorted by the nominal margin)")
+    ax.set_ylabel("margin bounds")
+    ax.legend(loc="best", fontsize=7.5)
+    ax.grid(True, which="both", alpha=0.3)
+    _caption(ax, f"Each bar spans the margin (score of the true class minus the best other) of one test point over "
+                 f"every model in the box and test inputs within {report.test_eps:g}; green bars lie above 0: certified.")
 
 
 def plot_run(path: str, result, report: CertReport, data=None, resolution: int = 200) -> str:
@@ -287,7 +337,9 @@ def plot_run(path: str, result, report: CertReport, data=None, resolution: int =
     For classification on 2-D inputs (``data`` a :class:`mibpcert.data.Dataset`): left, the band in
     which the decision boundary of any model in the parameter box can lie (shaded), the nominal
     decision boundary, the training points and the test points (filled: certified, crosses: not
-    certified); right, the parameter width per step. Otherwise only the width per step (log scale).
+    certified); then the parameter width per step; then, for classification, the bounds of every
+    test point's margin (sorted, with the nominal model's margin). Other data: the width and
+    margin panels. Each panel has a caption line saying what it shows.
     """
     import matplotlib
 
@@ -299,8 +351,10 @@ def plot_run(path: str, result, report: CertReport, data=None, resolution: int =
         and report.margin is not None
         and getattr(data, "X_train", None) is not None
     )
+    margins = report.margin is not None
     if two_d:
-        fig, (ax, ax_w) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1.25, 1]})
+        fig, axes = plt.subplots(1, 3, figsize=(19, 6.2), gridspec_kw={"width_ratios": [1.25, 1, 1]})
+        ax, ax_w, ax_m = axes
         Xtr = data.X_train.detach().cpu().double().numpy()
         ytr = data.y_train.detach().cpu().numpy().reshape(-1)
         Xte = data.X_test.detach().cpu().double().numpy()
@@ -342,7 +396,7 @@ def plot_run(path: str, result, report: CertReport, data=None, resolution: int =
         handles, labels = ax.get_legend_handles_labels()
         handles += [Patch(color="#f2b01e", alpha=0.45), Line2D([], [], color="k", lw=1.5)]
         labels += ["boundary band (parameter box)", "nominal decision boundary"]
-        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=7.5, frameon=False)
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=7.5, frameon=False)
         ca = report.certified_accuracy
         ax.set_title(f"decision boundary band; certified accuracy {100 * ca:.1f} %" if ca is not None else "decision boundary band")
         ax.set_xlim(lo[0], hi[0])
@@ -350,22 +404,37 @@ def plot_run(path: str, result, report: CertReport, data=None, resolution: int =
         names = getattr(data, "feature_names", None) or ("x1", "x2")
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
+        _caption(ax, "Shaded band: where some model in the parameter box (at test radius 0) puts the decision boundary; "
+                     "a test point is certified when no reachable model and test input within test_eps misclassifies it.",
+                 y=-0.40)
         _plot_widths(ax_w, result)
+        _plot_margins(ax_m, result, report, data)
+    elif margins:
+        fig, (ax_w, ax_m) = plt.subplots(1, 2, figsize=(13, 5.2))
+        _plot_widths(ax_w, result)
+        _plot_margins(ax_m, result, report, data)
     else:
-        fig, ax_w = plt.subplots(figsize=(7, 4.5))
+        fig, ax_w = plt.subplots(figsize=(7, 4.8))
         _plot_widths(ax_w, result)
     fig.suptitle(_threat_title(result), fontsize=10)
     fig.tight_layout()
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
+def _short(v) -> str:
+    """A config value for a title: long lists (e.g. a 64-pixel trigger mask) by their length."""
+    if isinstance(v, (list, tuple)) and len(v) > 6:
+        return f"[{len(v)} values]"
+    return str(v)
+
+
 def _threat_title(result) -> str:
     desc = result.threat.describe()
-    parts = ", ".join(f"{k}={v}" for k, v in desc.items() if k != "type" and v is not None and k != "parts")
+    parts = ", ".join(f"{k}={_short(v)}" for k, v in desc.items() if k != "type" and v is not None and k != "parts")
     cfg = result.config
     return (f"threat {desc.get('type')}({parts}); {cfg.method}, lr={cfg.lr}, batch={cfg.batch_size}, "
             f"{cfg.epochs} epochs, loss={cfg.loss}")

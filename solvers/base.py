@@ -53,6 +53,7 @@ class SolveOptions:
     relax: str = "milp"  # relaxing backends: "milp" keeps binaries, "lp" relaxes them too
     partitions: int = 1  # relaxing backends: McCormick pieces per bilinear term (1 = plain)
     extra: dict = field(default_factory=dict)  # backend-specific parameters
+    deadline: float | None = None  # time.monotonic() after which no side starts (they keep no bound)
 
 
 @dataclass
@@ -110,6 +111,9 @@ class Backend:
             return ObjectiveBound(-np.inf, np.inf, Status.FAILED, Status.FAILED, time.perf_counter() - t0)
         sides = []
         for sense_min in (True, False):
+            if options.deadline is not None and time.monotonic() >= options.deadline:
+                sides.append(((-np.inf if sense_min else np.inf), Status.TIME_LIMIT))
+                continue
             try:
                 sides.append(self._solve_side(state, task, sense_min, options))
             except SolverUnavailable:
@@ -149,8 +153,14 @@ def dense_cost(obj: LinearExpr, n: int) -> np.ndarray:
 
 
 def time_limit(options: SolveOptions) -> float | None:
-    """The per-side time limit in seconds (negative taken as 0), or None for no limit."""
-    return None if options.time_limit is None else float(max(options.time_limit, 0.0))
+    """The per-side time limit in seconds (negative taken as 0), at most the time left before the
+    deadline; None for no limit."""
+    if options.time_limit is None:
+        return None
+    limit = float(max(options.time_limit, 0.0))
+    if options.deadline is not None:
+        limit = min(limit, max(options.deadline - time.monotonic(), 0.0))
+    return limit
 
 
 def pad_outward(value: float, sense_min: bool, abs_tol: float, rel_tol: float) -> float:

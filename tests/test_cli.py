@@ -576,8 +576,10 @@ def test_time_limit_none_and_debug_tracebacks(tmp_path, capsys, monkeypatch):
     the traceback."""
     from mibpcert.cli import load_config
 
-    cfg = load_config(str(_write(tmp_path, TINY.replace('loss = "bce"', 'loss = "bce"\ntime_limit = "none"'))))
+    text = TINY.replace('loss = "bce"', 'loss = "bce"\ntime_limit = "none"\nstep_time_limit = "None"')
+    cfg = load_config(str(_write(tmp_path, text)))
     assert cfg["train"]["time_limit"] is None and TrainConfig(**cfg["train"]).time_limit is None
+    assert cfg["train"]["step_time_limit"] is None
     bad = _write(tmp_path, TINY.replace('loss = "bce"', 'loss = "bce"\ntime_limit = "forever"'), "bad.toml")
     assert main(["run", str(bad)]) == 2
     assert 'train.time_limit must be a positive number of seconds or "none"' in capsys.readouterr().err

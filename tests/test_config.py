@@ -32,6 +32,7 @@ from mibpcert import TrainConfig
         (dict(dtype="float16"), "TrainConfig.dtype must be one of"),
         (dict(device="tpu"), "TrainConfig.device must be"),
         (dict(time_limit=0), "TrainConfig.time_limit must be positive"),
+        (dict(step_time_limit=-1.0), "TrainConfig.step_time_limit must be positive"),
         (dict(relational=1), "TrainConfig.relational must be true or false"),
         (dict(method="affine", relational=True), "needs method='mibp' and mode='joint'"),
         (dict(method="mibp", relational=True), "needs method='mibp' and mode='joint', got method='mibp', mode='per_sample'"),

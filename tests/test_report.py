@@ -76,3 +76,26 @@ def test_relational_runs_say_so():
     assert s["relational"] is True and s["attacker"] == "fixed" and s["solver_bounds"] > 0
     text = format_summary(s)
     assert "on affine forms (relational)" in text and "poisons the training set once" in text
+
+
+def test_plot_titles_and_epochs_read_one_way(tmp_path):
+    """A long threat parameter (a trigger mask) is summarised in the title; the summary counts
+    epochs from 1 like the config; non-2-D classification gets the width and margin panels."""
+    import torch
+
+    from mibpcert import TrainConfig, certified_train, certify, mlp
+    from mibpcert.report import _threat_title, format_summary, plot_run, run_summary
+    from mibpcert.threats import SharedTrigger
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(30, 16, generator=g, dtype=torch.float64)
+    y = (X[:, 0] > 0.5).to(torch.float64)
+    res = certified_train(mlp([16, 4, 1], seed=0), X, y, SharedTrigger([1.0] * 16, 0.05, k=1, target=1),
+                          TrainConfig(epochs=3, lr=0.2, batch_size=10, loss="hinge"))
+    title = _threat_title(res)
+    assert "mask=[16 values]" in title and len(title) < 160, title
+    rep = certify(res, X, y, test_eps=0.01)
+    text = format_summary(run_summary(res, rep))
+    assert "box after step 9 (epoch 3 of 3)" in text, text
+    path = plot_run(str(tmp_path / "p.png"), res, rep, None)
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -110,6 +110,9 @@ class StepTightener:
         was solved, the :class:`LicenceLimit` is raised instead). ``sides(progs)`` counts the
         objective sides of a step that fell back; ``options`` replace the run's solver options."""
         t0 = time.perf_counter()
+        options = options or self.options
+        if self.cfg.step_time_limit is not None:  # this step's deadline, shared by every worker
+            options = replace(options, deadline=time.monotonic() + self.cfg.step_time_limit)
         progs = None
         try:
             progs = build()
@@ -121,7 +124,7 @@ class StepTightener:
                 prog, exprs, start = jobs[0]
                 size = -(-len(exprs) // self.pool.workers)
                 jobs, per_chunk = [(prog, exprs[i:i + size], start) for i in range(0, len(exprs), size)], 1
-            results = bound_many(self.backend_name, jobs, options or self.options, self.cfg.workers, jobs_per_chunk=per_chunk, pool=self.pool)
+            results = bound_many(self.backend_name, jobs, options, self.cfg.workers, jobs_per_chunk=per_chunk, pool=self.pool)
             if single:
                 results = [[r for part in results for r in part]]
         except LicenceLimit as e:

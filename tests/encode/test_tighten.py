@@ -20,7 +20,7 @@ import torch
 
 import mibpcert.encode.tighten as tighten_mod
 import mibpcert.solvers.highs as highs_mod
-from mibpcert import certified_train
+from mibpcert import TrainConfig, certified_train
 from mibpcert.solvers import ObjectiveBound, SolverUnavailable, Status
 from tests.helpers.backends import require
 from tests.helpers.bounds import assert_box_inside, assert_in_box
@@ -289,3 +289,19 @@ def test_joint_workers_split_objectives():
     _, _, _, _, bud, _ = case_data("linf_k1-bce")
     for what, net in attack_nets(model, X, y, bud, loss, n_simple=2, n_guided=2):
         assert_in_box(r3, net, f"joint workers=3: {what}")
+
+
+def test_step_time_limit_stops_starting_objectives():
+    """With a step budget already spent when the step starts, no side is solved: every bound is
+    the interval bound, counted as ``time_limit``; a generous budget changes nothing."""
+    model, X, y, threat_f, _, loss = case_data("linf_k1-bce")
+    ref = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, epochs=2, time_limit=None))
+    spent = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, epochs=2, time_limit=None, step_time_limit=1e-9))
+    interval = certified_train(model, X, y, threat_f(), TrainConfig(epochs=2, lr=ref.config.lr, batch_size=ref.config.batch_size,
+                                                                    loss=loss))
+    for n, (lo, hi) in interval.param_bounds.items():
+        assert torch.equal(spent.param_bounds[n][0], lo) and torch.equal(spent.param_bounds[n][1], hi), n
+    assert all(s.solver_bounds == 0 and set(s.fallback_reasons) == {"time_limit"} for s in spent.log)
+    roomy = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, epochs=2, time_limit=None, step_time_limit=600.0))
+    for n, (lo, hi) in ref.param_bounds.items():
+        assert torch.equal(roomy.param_bounds[n][0], lo) and torch.equal(roomy.param_bounds[n][1], hi), n

@@ -134,3 +134,21 @@ def test_one_failing_side_keeps_the_other():
 
     res = NoModel().bound(TINY[0].program, objs, SolveOptions())
     assert all(r.lower == -np.inf and r.upper == np.inf and r.lower_status == r.upper_status == Status.FAILED for r in res)
+
+
+def test_no_side_starts_after_the_deadline() -> None:
+    """A deadline already passed: every side is TIME_LIMIT without a bound (the caller keeps its
+    fallback); a deadline far away changes nothing; the per-side limit is capped by it."""
+    import time
+
+    from mibpcert.solvers.base import time_limit
+
+    t = TINY[0]
+    past = get_backend("highs").bound(t.program, [t.objective], SolveOptions(deadline=time.monotonic() - 1.0))
+    assert past[0].lower == -np.inf and past[0].upper == np.inf
+    assert past[0].lower_status == past[0].upper_status == Status.TIME_LIMIT
+    far = get_backend("highs").bound(t.program, [t.objective], SolveOptions(deadline=time.monotonic() + 600.0))
+    plain = get_backend("highs").bound(t.program, [t.objective], SolveOptions())
+    assert (far[0].lower, far[0].upper) == (plain[0].lower, plain[0].upper)
+    assert time_limit(SolveOptions(time_limit=10.0, deadline=time.monotonic() + 2.0)) <= 2.0
+    assert time_limit(SolveOptions(time_limit=10.0, deadline=time.monotonic() - 5.0)) == 0.0

@@ -16,6 +16,7 @@ import threading
 
 import torch
 
+from . import persist
 from .model import ModelSpec
 from .version import __version__
 
@@ -68,10 +69,7 @@ def load(path: str, fingerprint: str, device) -> dict | None:
 
 def save(path: str, state: dict) -> None:
     """Write ``state`` (with its fingerprint) whole or not at all."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    persist.save_atomic(path, state)
 
 
 class StopRequest:

@@ -86,6 +86,21 @@ def _no_limit(table: dict, name: str, key: str) -> None:
         table[key] = None
 
 
+def _check_data_table(d: dict, where: str = "") -> None:
+    """Check a ``[data]`` table in place: ``path`` alone names your own file (data set ``file``)."""
+    if "name" not in d and "path" in d:
+        d["name"] = "file"  # your own data: [data] path = "train.csv"
+    if "name" not in d:
+        raise ConfigError(f"{where}[data] needs a 'name' key (e.g. name = \"two_moons\") or a 'path' to your own "
+                          "CSV/.npz file")
+    _check_keys("data", d, ["name", *data_keys(d["name"])], f" for data set {d['name']!r}")
+
+
+def _load_data(d: dict):
+    """The data set of a checked ``[data]`` table."""
+    return data_mod.load(d["name"], **{k: v for k, v in d.items() if k != "name"})
+
+
 def validate_config(cfg: dict) -> dict:
     """Check the structure of a parsed config and fill in defaults; returns a new dict with every
     table present. Values are checked by the library when the objects are built."""
@@ -98,12 +113,7 @@ def validate_config(cfg: dict) -> dict:
             raise ConfigError(f"{t!r} must be a table ([{t}])")
     out = {t: dict(cfg.get(t, {})) for t in TABLES}
     # [data]
-    d = out["data"]
-    if "name" not in d and "path" in d:
-        d["name"] = "file"  # your own data: [data] path = "train.csv"
-    if "name" not in d:
-        raise ConfigError("[data] needs a 'name' key (e.g. name = \"two_moons\") or a 'path' to your own CSV/.npz file")
-    _check_keys("data", d, ["name", *data_keys(d["name"])], f" for data set {d['name']!r}")
+    _check_data_table(out["data"])
     # [model]
     m = out["model"]
     _check_keys("model", m, MODEL_KEYS)
@@ -197,8 +207,7 @@ def run(cfg: dict, out_dir: str | None = None, quiet: bool = False, force: bool 
         train_kw.setdefault("progress", True)
     tc = TrainConfig(**train_kw)
     threat = threats.from_config(cfg["threat"])
-    dkw = {k: v for k, v in cfg["data"].items() if k != "name"}
-    ds = data_mod.load(cfg["data"]["name"], **dkw)
+    ds = _load_data(cfg["data"])
     if tc.select_epoch and ds.X_val is None:
         raise ConfigError("train.select_epoch = true needs a validation set: set n_val > 0 in [data]")
     widths = [ds.num_features, *cfg["model"]["hidden"], output_width(tc.loss, ds)]
@@ -254,13 +263,11 @@ def certify_run(run_dir: str, data_config: str | None = None, test_eps: float | 
     result = TrainResult.load(path)
     if data_config is not None:
         raw = _read_toml(data_config)
-        if "data" not in raw or not isinstance(raw["data"], dict) or not ({"name", "path"} & set(raw["data"])):
-            raise ConfigError(f"{data_config}: needs a [data] table with a 'name' or 'path' key")
-        raw["data"].setdefault("name", "file")
+        if not isinstance(raw.get("data"), dict):
+            raise ConfigError(f"{data_config}: needs a [data] table")
         tables = {"data": dict(raw["data"]), "certify": dict(raw.get("certify", {}))}
+        _check_data_table(tables["data"], f"{data_config}: ")
         _resolve_data_paths(tables["data"], os.path.dirname(os.path.abspath(data_config)))
-        _check_keys("data", tables["data"], ["name", *data_keys(tables["data"]["name"])],
-                    f" for data set {tables['data']['name']!r}")
     else:
         try:
             with open(os.path.join(run_dir, "report.json")) as f:
@@ -272,7 +279,7 @@ def certify_run(run_dir: str, data_config: str | None = None, test_eps: float | 
     ckw = {k: v for k, v in tables["certify"].items()}
     if test_eps is not None:
         ckw["test_eps"] = _number(test_eps, "--test-eps")
-    ds = data_mod.load(tables["data"]["name"], **{k: v for k, v in tables["data"].items() if k != "name"})
+    ds = _load_data(tables["data"])
     rep = certify(result, ds.X_test, ds.y_test, **ckw)
     config = {"data": tables["data"], "certify": ckw, "run_dir": run_dir}
     doc = write_report(out, result, rep, config=config) if out is not None else build_report(result, rep, config=config)

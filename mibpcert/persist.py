@@ -20,10 +20,17 @@ log = logging.getLogger("mibpcert")
 def write(path: str | os.PathLike, kind: str, payload: dict) -> None:
     """Write ``payload`` under a header naming ``kind``; the file appears whole or not at all (it is
     written beside its place and renamed)."""
+    save_atomic(path, {"format": kind, "format_version": FORMAT_VERSION, "mibpcert": __version__,
+                       "torch": torch.__version__, "payload": payload})
+
+
+def save_atomic(path: str | os.PathLike, obj) -> None:
+    """``torch.save`` of ``obj`` to ``path``, whole or not at all: written beside its place, then
+    renamed over it (a kill at any moment leaves the previous file)."""
     path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.partial"
-    torch.save({"format": kind, "format_version": FORMAT_VERSION, "mibpcert": __version__, "torch": torch.__version__,
-                "payload": payload}, tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
 
 

@@ -61,10 +61,7 @@ class StepTightener:
         B = Xb.shape[0]
         st = StepSetting(self.spec, box, theta_nominal, threat, get_loss(cfg.loss), lr, cfg.weight_decay, cfg.pwl_pieces)
         if cfg.mode == "joint":
-            tb = TraceBounds.of(sb.base)
-            if sb.poisoned is not None:
-                tb = tb.hull(TraceBounds.of(sb.poisoned))
-            prog = joint_program(st, region, Xb, yb, tb)
+            prog = joint_program(st, region, Xb, yb, _joint_trace(sb))
             return [(prog, 0, -1)]
         out = []
         if sb.poisoned is not None:
@@ -161,9 +158,7 @@ class StepTightener:
         step's box is intersected with the solver's bounds on the values. Entries and sides the
         solver did not bound keep the affine step's form and the interval bound. Returns the
         forms, the box and the step's statistics."""
-        tb = TraceBounds.of(sb.base)
-        if sb.poisoned is not None:
-            tb = tb.hull(TraceBounds.of(sb.poisoned))
+        tb = _joint_trace(sb)
         if update.trace is not None:
             tb = tb.intersect(*update.trace)
         st = StepSetting(self.spec, box, theta_nominal, threat, get_loss(self.cfg.loss), lr, self.cfg.weight_decay,
@@ -250,6 +245,13 @@ class StepTightener:
         hs = [Interval(lo, hi, check=False) for lo, hi in zip(los, his)]
         total = aggregate(hs[0], hs[1] if len(hs) > 1 else None, region.k)
         return total.scale(1.0 / B)
+
+
+def _joint_trace(sb: StepBounds) -> TraceBounds:
+    """Bounds of every sample's intermediate quantities in either of its regions (the joint
+    program lets each sample be in its base or its poisoned region)."""
+    tb = TraceBounds.of(sb.base)
+    return tb if sb.poisoned is None else tb.hull(TraceBounds.of(sb.poisoned))
 
 
 def _stats(solved: int, reasons: dict[str, int], t0: float) -> dict:

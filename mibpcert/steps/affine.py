@@ -133,7 +133,7 @@ def _forward_backward(spec: ModelSpec, theta: AffineParams, x: Affine, labels, l
     return out
 
 
-def _chunk(spec: ModelSpec, m: int, per_sample: int, max_elements: int) -> int:
+def _chunk(m: int, per_sample: int, max_elements: int) -> int:
     """Samples per chunk so that a chunk's forms hold about ``max_elements`` generator entries."""
     return max(1, max_elements // max(1, per_sample * m))
 
@@ -143,7 +143,7 @@ def _batch_grads(spec: ModelSpec, theta: AffineParams, x: InputForms, labels, lo
     """The batch gradient forms, summed over chunks of samples (memory does not grow with the
     batch); ``trace`` receives the bounds of each chunk's intermediate quantities."""
     m = theta[spec.param_names[0]].m
-    chunk = _chunk(spec, m, spec.in_features + sum(layer.out_features for layer in spec.layers), max_elements)
+    chunk = _chunk(m, spec.in_features + sum(layer.out_features for layer in spec.layers), max_elements)
     total: dict[str, Affine] = {}
     for s in range(0, x.batch, chunk):
         sl = slice(s, s + chunk)
@@ -163,7 +163,7 @@ def _budget_grads(spec: ModelSpec, theta: AffineParams, xb: InputForms, xp: Inpu
     its base form. Per-sample forms are built a chunk of samples at a time (at most about
     ``max_elements`` generator entries), so memory does not grow with the batch."""
     m = theta[spec.param_names[0]].m
-    chunk = _chunk(spec, m, sum(f.c.numel() for f in theta.values()), max_elements)
+    chunk = _chunk(m, sum(f.c.numel() for f in theta.values()), max_elements)
     total: dict[str, Affine] = {}
     inc_hi: dict[str, list] = {n: [] for n in theta}
     inc_lo: dict[str, list] = {n: [] for n in theta}
@@ -239,14 +239,6 @@ def finish(theta: AffineParams, symbols: SymbolTable, cap: int) -> AffineParams:
     """Forms with no independent part: each becomes a new symbol, then order reduction keeps at
     most about ``cap`` symbols."""
     return _reduce(_absorb(theta, symbols), symbols, cap)
-
-
-def affine_step(spec: ModelSpec, theta: AffineParams, symbols: SymbolTable, region, index: torch.Tensor | None,
-                loss: Loss, lr: float, weight_decay: float = 0.0, cap: int = 2000) -> AffineParams:
-    """One SGD step on the mean batch loss over ``region``, on forms (see module docstring). The
-    forms returned are over ``symbols.m`` symbols and have no independent part."""
-    upd = affine_update(spec, theta, symbols, region, index, loss, lr, weight_decay)
-    return finish(upd.theta, symbols, cap)
 
 
 def _absorb(theta: AffineParams, symbols: SymbolTable) -> AffineParams:

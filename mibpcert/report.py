@@ -170,7 +170,7 @@ def format_summary(summary: dict, title: str | None = None) -> str:
             warnings.append(warning)
     if s.get("diverged"):
         warnings.append(f"WARNING: training stopped early, the bounds diverged ({s['diverged']}); "
-                        f"the box is epoch {s.get('selected_epoch')}'s")
+                        f"the box is that of epoch {s.get('selected_epoch') + 1}, the best finished one")
     w = max(len(k) for k, _ in rows)
     lines = [f"{k:<{w}}  {v}" for k, v in rows]
     width = max(len(x) for x in lines + ([title] if title else []))

@@ -58,9 +58,22 @@ class StepLog:
     width_ratio: float = 1.0  # mean width of the final box / mean width of the interval box
     fallback_reasons: dict[str, int] = field(default_factory=dict)  # why bounds kept the interval value
     symbols: int = 0  # affine method: symbols of the parameter forms after the step
+    tensor_mean_width: dict[str, float] = field(default_factory=dict)  # per parameter tensor (state_dict name)
 
 
 RESULT_FILE = "mibpcert.TrainResult"
+
+
+@dataclass
+class EpochState:
+    """The box and the nominal parameters after one finished epoch (0-based ``epoch``)."""
+
+    epoch: int
+    param_bounds: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    nominal: dict[str, torch.Tensor]
+
+    def box(self) -> ParamBox:
+        return {n: Interval(lo, hi, check=False) for n, (lo, hi) in self.param_bounds.items()}
 
 
 @dataclass
@@ -73,7 +86,9 @@ class TrainResult:
     ``diverged``: with ``select_epoch``, why training stopped early when the bounds of a later
     epoch became non-finite (the box is then the best finished epoch's), else None;
     ``relational``: affine forms of the parameters (``method="affine"`` or ``relational=True``, when
-    the box is the last step's), which :func:`~mibpcert.certificates.certify` uses besides the box, else None.
+    the box is the last step's), which :func:`~mibpcert.certificates.certify` uses besides the box, else None;
+    ``epochs``: per finished epoch, its box and nominal model (:class:`EpochState`), to certify or
+    plot any epoch afterwards.
     """
 
     spec: ModelSpec
@@ -87,6 +102,7 @@ class TrainResult:
     epoch_val_certified: list[float] = field(default_factory=list)
     diverged: str | None = None
     relational: dict | None = None
+    epochs: list["EpochState"] = field(default_factory=list)
 
     def box(self) -> ParamBox:
         return {n: Interval(lo, hi, check=False) for n, (lo, hi) in self.param_bounds.items()}
@@ -208,7 +224,8 @@ def certified_train(
     lr = cfg.lr
     start_step = 0
     epochs_done = 0
-    best = None  # (score, epoch, box, nominal_state)
+    best = None  # (validation score, epoch)
+    history: list[EpochState] = []
     val_scores: list[float] = []
 
     n = X.shape[0]
@@ -226,6 +243,7 @@ def certified_train(
         steps_log = [StepLog(**d) for d in ck["log"]]
         bounder.restore(steps_log, ck.get("bounder"))
         best, val_scores = ck["best"], ck["val_scores"]
+        history = [EpochState(**d) for d in ck["history"]]
         epochs_done = ck["epochs_done"]
         log.warning("resuming from step %d of %d (checkpoint %s)", start_step, total, ckpt_path)
 
@@ -233,7 +251,7 @@ def certified_train(
         checkpoint.save(ckpt_path, dict(
             fingerprint=fingerprint, step=step, box={k: (v.lo, v.hi) for k, v in box.items()}, nominal=nominal.state_dict(),
             optimizer=opt.state_dict(), lr=lr, log=[asdict(s) for s in steps_log], best=best, val_scores=val_scores,
-            epochs_done=epochs_done, bounder=bounder.saved_state()))
+            history=[asdict(h) for h in history], epochs_done=epochs_done, bounder=bounder.saved_state()))
 
     tol = 0.0 if cfg.outward_rounding else (1e-12 if dtype == torch.float64 else 1e-5)  # rounding off: not sound
     bar = None
@@ -278,9 +296,13 @@ def certified_train(
                         StepLog(
                             step=step, epoch=epoch, lr=lr, mean_width=mean_w, max_width=float(w.max()),
                             seconds=time.perf_counter() - t0, interval_mean_width=iv_width,
-                            width_ratio=mean_w / iv_width if iv_width > 0 else 1.0, **stats,
+                            width_ratio=mean_w / iv_width if iv_width > 0 else 1.0,
+                            tensor_mean_width=dict(zip(box, torch.stack([c.mean() for c in w.split([iv.lo.numel() for iv in box.values()])]).tolist())),
+                            **stats,
                         )
                     )
+                    if step == start_step + 1:
+                        _estimate(steps_log[-1].seconds, step, total, cfg)
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(mean_w=f"{mean_w:.2e}", max_w=f"{float(w.max()):.2e}")
@@ -294,7 +316,9 @@ def certified_train(
                     score = float(certified_mask(spec, box, X_val, y_val, cfg.val_eps, exact=cfg.exact_matmul).double().mean())
                     val_scores.append(score)
                     if best is None or score > best[0]:
-                        best = (score, epoch, {k: (v.lo.clone(), v.hi.clone()) for k, v in box.items()}, copy.deepcopy(nominal.state_dict()))
+                        best = (score, epoch)
+                history.append(EpochState(epoch, {k: (v.lo.detach().clone(), v.hi.detach().clone()) for k, v in box.items()},
+                                          {k: v.detach().clone() for k, v in nominal.state_dict().items()}))
                 lr = lr * cfg.lr_decay
                 for g in opt.param_groups:
                     g["lr"] = lr
@@ -316,12 +340,39 @@ def certified_train(
     selected = cfg.epochs - 1
     bounds = {k: (v.lo.detach(), v.hi.detach()) for k, v in box.items()}
     if cfg.select_epoch and best is not None:
-        _, selected, bounds, nom_state = best
-        nominal.load_state_dict(nom_state)
+        selected = best[1]
+        bounds = history[selected].param_bounds
+        nominal.load_state_dict(history[selected].nominal)
     if selected != cfg.epochs - 1 or diverged is not None:
         relational = None  # the forms describe the last step, not the box returned
     nominal.requires_grad_(False)
-    return TrainResult(spec, bounds, nominal, steps_log, cfg, threat, info, selected, val_scores, diverged, relational)
+    return TrainResult(spec, bounds, nominal, steps_log, cfg, threat, info, selected, val_scores, diverged, relational,
+                       history)
+
+
+LONG_RUN_SECONDS = 60.0
+
+
+def _estimate(seconds: float, step: int, total: int, cfg: TrainConfig) -> None:
+    """After the first step of a run (or of a resumed run), say how long the rest will take at
+    this step's rate when that is long, so that a slow configuration is known before its cost."""
+    rest = (total - step) * seconds
+    if rest < LONG_RUN_SECONDS:
+        return
+    slower = " (later steps are often slower: wider boxes make larger programs)" if cfg.method == "mibp" else ""
+    log.warning("step %d of %d took %s; the remaining %d steps will take about %s at this rate%s; Ctrl-C stops after "
+                "the step in flight%s", step, total, duration(seconds), total - step, duration(rest), slower,
+                " and saves it, the same command resumes" if cfg.checkpoint_dir else "")
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as '42 s', '3 min 5 s' or '2 h 14 min'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 def fallback_counts(steps: list[StepLog]) -> tuple[int, int, dict[str, int]]:

@@ -80,6 +80,11 @@ def assert_same_result(a, b):
     assert [s.mean_width for s in a.log] == [s.mean_width for s in b.log]
     assert a.selected_epoch == b.selected_epoch
     assert a.epoch_val_certified == b.epoch_val_certified
+    assert [e.epoch for e in a.epochs] == [e.epoch for e in b.epochs]
+    for ea, eb in zip(a.epochs, b.epochs):
+        for name, (lo, hi) in ea.param_bounds.items():
+            assert torch.equal(lo, eb.param_bounds[name][0]) and torch.equal(hi, eb.param_bounds[name][1]), name
+            assert torch.equal(ea.nominal[name], eb.nominal[name]), name
 
 
 @pytest.fixture(scope="module")

@@ -56,3 +56,59 @@ def test_zero_budget_box_is_a_point(loss):
         for name, (lo, hi) in res.param_bounds.items():
             assert float((hi - lo).max()) <= 1e-10, (threat.describe(), name)
             assert (lo <= ref[name] + 1e-12).all() and (hi >= ref[name] - 1e-12).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# what the result keeps per epoch and per step
+# ---------------------------------------------------------------------------------------------
+def test_every_epoch_keeps_its_box_and_nominal_model():
+    """Epoch e of a 3-epoch run holds the box of a run stopped after e + 1 epochs and the model
+    plain torch SGD reaches after e + 1 epochs."""
+    task = TASK["bce"]
+    X, y = make_data(task, 11, seed=4)
+    model = make_model(task, seed=5)
+    kw = dict(lr=0.2, batch_size=4, loss="bce", lr_decay=0.7)
+    res = certified_train(model, X, y, LinfFeatures(0.01), TrainConfig(epochs=3, **kw))
+    assert [e.epoch for e in res.epochs] == [0, 1, 2]
+    for e in res.epochs:
+        short = certified_train(model, X, y, LinfFeatures(0.01), TrainConfig(epochs=e.epoch + 1, **kw))
+        ref = sgd_train(model, X, y, "bce", epochs=e.epoch + 1, lr=0.2, batch_size=4, lr_decay=0.7).state_dict()
+        for name, (lo, hi) in short.param_bounds.items():
+            assert torch.equal(e.param_bounds[name][0], lo) and torch.equal(e.param_bounds[name][1], hi)
+            assert torch.allclose(e.nominal[name], ref[name], rtol=0, atol=1e-12)
+    assert not torch.equal(res.epochs[0].param_bounds["0.weight"][1], res.epochs[2].param_bounds["0.weight"][1])
+
+
+def test_step_log_has_the_mean_width_of_every_parameter_tensor():
+    task = TASK["bce"]
+    X, y = make_data(task, 11, seed=4)
+    res = certified_train(make_model(task, seed=5), X, y, LinfFeatures(0.02), TrainConfig(epochs=2, lr=0.2, batch_size=4))
+    last = res.log[-1].tensor_mean_width
+    assert list(last) == list(res.param_bounds)
+    for name, (lo, hi) in res.param_bounds.items():
+        assert last[name] == pytest.approx(float((hi - lo).mean()), rel=1e-12)
+    assert res.log[0].tensor_mean_width["0.weight"] < last["0.weight"]
+
+
+def test_a_long_run_says_after_its_first_step_how_long_the_rest_takes(monkeypatch, caplog):
+    import mibpcert.train as train
+
+    task = TASK["bce"]
+    X, y = make_data(task, 11, seed=4)
+    cfg = TrainConfig(epochs=2, lr=0.2, batch_size=4)
+    with caplog.at_level("WARNING", logger="mibpcert"):
+        certified_train(make_model(task, seed=5), X, y, LinfFeatures(0.01), cfg)
+    assert not [r for r in caplog.records if "remaining" in r.getMessage()]  # short runs say nothing
+    monkeypatch.setattr(train, "LONG_RUN_SECONDS", 0.0)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mibpcert"):
+        certified_train(make_model(task, seed=5), X, y, LinfFeatures(0.01), cfg)
+    lines = [r.getMessage() for r in caplog.records if "remaining" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("step 1 of 6 took ") and "remaining 5 steps" in lines[0]
+
+
+@pytest.mark.parametrize("seconds,text", [(3.25, "3.2 s"), (42.4, "42 s"), (185, "3 min 5 s"), (8040, "2 h 14 min")])
+def test_duration_text(seconds, text):
+    from mibpcert.train import duration
+
+    assert duration(seconds) == text

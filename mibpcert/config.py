@@ -11,7 +11,12 @@ import torch
 from .losses import get_loss
 
 METHODS = ("interval", "mibp", "affine")
-MODES = ("per_sample", "joint")
+MODES = ("auto", "per_sample", "joint")
+# mode="auto" picks "joint" when the whole training set is one batch of at most this many samples.
+# Measured (benchmarks/results/backends.md, HiGHS LP): Moons-100 full batch, 2-10-1, joint 0.93x the
+# interval width at 5.1 s/epoch against per_sample 0.998x at 3.6 s (MILP: 11.8 s); a joint program of
+# 100 samples later in training (mini-batch benchmark, 2-20-1) took 1,800 s per step.
+AUTO_JOINT_MAX_BATCH = 100
 RELAX = ("milp", "lp")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -26,8 +31,9 @@ class TrainConfig:
     ``weight_decay`` as in ``torch.optim.SGD``.
 
     Certification: ``method="interval"`` bounds every step with intervals; ``"mibp"`` also solves
-    the step's mixed-integer bilinear program with ``backend`` in ``mode`` (``"per_sample"`` or
-    ``"joint"``) and intersects. ``relax``/``partitions``: how relaxing backends treat binaries and
+    the step's mixed-integer bilinear program with ``backend`` in ``mode`` (``"per_sample"``,
+    ``"joint"``, or ``"auto"``: joint for a full batch of at most ``AUTO_JOINT_MAX_BATCH`` samples
+    and with ``relational=True``, else per_sample; see :meth:`resolved`) and intersects. ``relax``/``partitions``: how relaxing backends treat binaries and
     bilinear terms; ``pwl_pieces``: segments of the sigmoid enclosure (BCE); ``time_limit`` per
     objective (seconds), ``threads`` per solve, ``workers`` parallel solver processes.
     ``"affine"`` carries the parameters as affine forms from step to step (relations between
@@ -53,8 +59,8 @@ class TrainConfig:
     seed: int = 0
     method: str = "interval"
     backend: str = "highs"
-    mode: str = "per_sample"
-    relax: str = "milp"
+    mode: str = "auto"
+    relax: str = "lp"
     partitions: int = 1
     pwl_pieces: int = 4
     time_limit: float | None = 10.0
@@ -104,10 +110,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.relax not in RELAX:
             raise ValueError(f"TrainConfig.relax must be one of {RELAX}, got {self.relax!r}")
-        if self.relational and (self.method != "mibp" or self.mode != "joint"):
+        if self.relational and (self.method != "mibp" or self.mode == "per_sample"):
             raise ValueError(
                 f"TrainConfig.relational=True runs the joint MIBP program on affine forms: it needs method='mibp' and "
-                f"mode='joint', got method={self.method!r}, mode={self.mode!r} (method='affine' alone carries forms "
+                f"mode='joint' or 'auto', got method={self.method!r}, mode={self.mode!r} (method='affine' alone carries forms "
                 "without a solver)"
             )
         if self.dtype not in DTYPES:
@@ -124,6 +130,13 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
                 raise ValueError(f"TrainConfig.{name} must be positive or None, got {v!r}")
+
+    def resolved(self, n_train: int) -> "TrainConfig":
+        """This config with ``mode="auto"`` replaced by the mode it means for ``n_train`` samples."""
+        if self.mode != "auto":
+            return self
+        joint = self.relational or (self.batch_size >= n_train and n_train <= AUTO_JOINT_MAX_BATCH)
+        return dataclasses.replace(self, mode="joint" if joint else "per_sample")
 
     @property
     def torch_dtype(self) -> torch.dtype:

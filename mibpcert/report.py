@@ -28,7 +28,11 @@ from .interval.tensor import outward_rounding
 from .train import fallback_counts, fallback_note
 from .version import __version__
 
-__all__ = ["build_report", "format_summary", "json_safe", "plot_run", "run_summary", "write_report"]
+__all__ = ["SCHEMA_VERSION", "build_report", "format_summary", "json_safe", "plot_run", "run_summary", "write_report"]
+
+# Version of the report.json layout (docs/report.schema.json): "MAJOR.MINOR". MINOR goes up when
+# fields are added; MAJOR when a field is removed or renamed or its meaning or type changes.
+SCHEMA_VERSION = "1.0"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,6 +103,7 @@ def run_summary(result, report: CertReport, timings: dict | None = None, backdoo
     if cfg.method == "mibp":
         solved, fell_back, reasons = fallback_counts(result.log)
         s["solver_bounds"], s["fallback_bounds"], s["fallback_reasons"] = solved, fell_back, reasons
+        s["licence_fallback_programs"] = int(sum(x.licence_fallback_programs for x in result.log))
     if backdoor:
         worst = max(backdoor, key=lambda b: b.success_upper)
         s["trigger_attack_success_upper"] = worst.success_upper
@@ -166,6 +171,9 @@ def format_summary(summary: dict, title: str | None = None) -> str:
         line, warning = fallback_note(int(s["solver_bounds"]), int(s.get("fallback_bounds") or 0),
                                       s.get("fallback_reasons") or {})
         rows.append(("solver bounds", line))
+        if s.get("licence_fallback_programs"):
+            rows.append(("licence fallback", f"{s['licence_fallback_programs']} programs too large for the "
+                                             f"{s.get('backend')} licence, bounded by HiGHS instead"))
         if warning:
             warnings.append(warning)
     if s.get("diverged"):
@@ -190,7 +198,9 @@ def build_report(result, report: CertReport, config: dict | None = None, timings
                  extra: dict | None = None, backdoor: list | None = None) -> dict:
     """The JSON document of a run (already :func:`json_safe`).
 
-    Keys: ``config`` (the given config echo plus ``threat_describe`` and the full ``train_config``),
+    Keys: ``schema_version`` (:data:`SCHEMA_VERSION`, the layout described by
+    ``docs/report.schema.json``), ``mibpcert_version``,
+    ``config`` (the given config echo plus ``threat_describe`` and the full ``train_config``),
     ``summary`` (:func:`run_summary`), ``selected_epoch``, ``log`` (one dict per SGD step),
     ``per_sample`` (``certified``, ``provably_wrong``, ``nominal_correct`` lists over the test set),
     and with ``backdoor`` (one :class:`~mibpcert.backdoor.BackdoorReport` per shared trigger of
@@ -201,6 +211,7 @@ def build_report(result, report: CertReport, config: dict | None = None, timings
     cfg_echo["threat_describe"] = result.threat.describe()
     cfg_echo["train_config"] = result.config.to_dict()
     doc = {
+        "schema_version": SCHEMA_VERSION,
         "mibpcert_version": __version__,
         "config": cfg_echo,
         "summary": run_summary(result, report, timings, backdoor),
@@ -219,6 +230,9 @@ def build_report(result, report: CertReport, config: dict | None = None, timings
             for b in backdoor
         ]
     if extra:
+        clash = sorted(set(extra) & set(doc))
+        if clash:
+            raise ValueError(f"build_report: extra keys {clash} would replace the report's own")
         doc.update(extra)
     return json_safe(doc)
 

@@ -58,6 +58,7 @@ class StepLog:
     width_ratio: float = 1.0  # mean width of the final box / mean width of the interval box
     fallback_reasons: dict[str, int] = field(default_factory=dict)  # why bounds kept the interval value
     symbols: int = 0  # affine method: symbols of the parameter forms after the step
+    licence_fallback_programs: int = 0  # MIBP: programs the backend's licence could not take, bounded by HiGHS
     tensor_mean_width: dict[str, float] = field(default_factory=dict)  # per parameter tensor (state_dict name)
 
 
@@ -194,6 +195,7 @@ def certified_train(
     device, dtype = cfg.torch_device(), cfg.torch_dtype
     check_exact_float32_matmul(dtype, device)
     X, y, info = check_training_data(spec, X, y, cfg.loss, cfg.batch_size, dtype, device)
+    cfg = cfg.resolved(X.shape[0])
     threat.validate(info)
     if cfg.select_epoch:
         if X_val is None or y_val is None:

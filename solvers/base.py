@@ -123,6 +123,11 @@ class Backend:
         (lo, ls), (hi, us) = sides
         return ObjectiveBound(lo, hi, ls, us, time.perf_counter() - t0)
 
+    def misfit(self, program: Program) -> str | None:
+        """Why this backend cannot take ``program`` (e.g. a size-limited licence), or None when it
+        can; decided from the program's size, before any solve (default: every program fits)."""
+        return None
+
     # -- hooks -----------------------------------------------------------------------------------
     def _prepare(self, program: Program, options: SolveOptions) -> Any:
         """The solver model for ``program``, built once for all objectives."""

@@ -61,6 +61,18 @@ def exceeds_limited_licence(program: Program) -> bool:
     return program.num_bilinear > 0 and program.num_vars > LIMITED_MAX_VARS_QUADRATIC
 
 
+def licence_misfit(program: Program) -> str | None:
+    """Why the active licence cannot take ``program`` (it exceeds the size-limited licence, and the
+    licence is size-limited), or None."""
+    if not exceeds_limited_licence(program):
+        return None
+    try:
+        limited = licence_is_size_limited()
+    except Exception:
+        return None  # cannot tell here; a solve that hits the limit raises LicenceLimit
+    return _too_large_message(program) if limited else None
+
+
 @dataclass
 class _Model:
     env: Any  # gurobipy.Env
@@ -79,19 +91,18 @@ class GurobiBackend(Backend):
     package = "gurobipy"
     missing = (
         "gurobipy is not installed (pip install gurobipy, size-limited licence included); "
-        "alternatives: backend='highs' (McCormick relaxation) or backend='scip' (exact)"
+        "alternative: backend='highs' (McCormick relaxation)"
     )
+
+    def misfit(self, program: Program) -> str | None:
+        return licence_misfit(program)
 
     def _prepare(self, program: Program, options: SolveOptions) -> _Model:
         import gurobipy as gp
 
-        if exceeds_limited_licence(program):
-            try:
-                limited = licence_is_size_limited()
-            except Exception:
-                limited = False  # cannot tell; the optimize call will say
-            if limited:
-                raise LicenceLimit(_too_large_message(program))
+        reason = licence_misfit(program)
+        if reason is not None:
+            raise LicenceLimit(reason)
         env = None
         try:
             env = gp.Env(params={"OutputFlag": 0})

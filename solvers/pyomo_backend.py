@@ -33,6 +33,7 @@ from mibpcert.ir.program import LinearExpr, Program
 from .base import (
     Backend, LicenceLimit, SolveOptions, SolverUnavailable, Status, dense_cost, failed_side, pad_outward, time_limit,
 )
+from .gurobi import licence_misfit
 from .mccormick import relax
 from .scip import unverified_reason
 
@@ -91,8 +92,11 @@ class PyomoBackend(Backend):
         if not ok:
             raise SolverUnavailable(
                 f"Pyomo solver {solver_name!r} is not available here; try 'pyomo:appsi_highs', "
-                "'pyomo:gurobi_direct', or backend='highs'/'scip'"
+                "'pyomo:gurobi_direct', or backend='highs'"
             )
+
+    def misfit(self, program: Program) -> str | None:
+        return licence_misfit(program) if "gurobi" in self.solver_name.lower() else None
 
     def _prepare(self, program: Program, options: SolveOptions) -> _Loaded:
         import pyomo.environ as pe

@@ -19,6 +19,7 @@ from mibpcert import TrainConfig, certified_train, certify, data, mlp, threats
 from mibpcert.cli import main
 from mibpcert.threats import from_config
 from tests.helpers.attacks import sgd_train
+from tests.helpers.backends import require
 
 F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]
@@ -598,3 +599,28 @@ def test_time_limit_none_and_debug_tracebacks(tmp_path, capsys, monkeypatch):
     assert main(["run", str(cfg_path), "--out", str(tmp_path / "o"), "--quiet", "--debug"]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and err.rstrip().splitlines()[-1].startswith("error: internal error")
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch
+def test_a_gurobi_run_too_large_for_the_licence_goes_on_with_highs(tmp_path):
+    """The real entry point, backend gurobi with the size-limited pip licence and the default mode
+    (joint for this full batch): the run is not stopped; it says once, before the first solve,
+    which programs HiGHS bounds instead, and the summary counts them."""
+    require("gurobipy")
+    from mibpcert.solvers.gurobi import licence_is_size_limited
+
+    if not licence_is_size_limited():
+        pytest.fail("a full Gurobi licence is active here, so the size-limited licence cannot be checked")
+    text = TINY.replace("epochs = 2", 'epochs = 2\nmethod = "mibp"\nbackend = "gurobi"').replace("n_train = 100", "n_train = 20")
+    text = text.replace("batch_size = 50", "batch_size = 20").replace("select_epoch = true", "select_epoch = false")
+    cfg = _write(tmp_path, text)
+    proc = subprocess.run([sys.executable, "-m", "mibpcert.cli", "run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "cannot take" in line]
+    assert len(said) == 1 and said[0].startswith("warning: gurobi cannot take 1 of the 1 programs"), proc.stderr
+    assert "size-limited Gurobi licence" in said[0] and "mode='per_sample'" in said[0]
+    assert "licence fallback      2 programs too large for the gurobi licence, bounded by HiGHS instead" in proc.stdout
+    doc = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert doc["summary"]["licence_fallback_programs"] == 2 and doc["config"]["train_config"]["mode"] == "joint"
+    assert [s["licence_fallback_programs"] for s in doc["log"]] == [1, 1]

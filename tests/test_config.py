@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from mibpcert import TrainConfig
 
@@ -34,8 +35,9 @@ from mibpcert import TrainConfig
         (dict(time_limit=0), "TrainConfig.time_limit must be positive"),
         (dict(step_time_limit=-1.0), "TrainConfig.step_time_limit must be positive"),
         (dict(relational=1), "TrainConfig.relational must be true or false"),
-        (dict(method="affine", relational=True), "needs method='mibp' and mode='joint'"),
-        (dict(method="mibp", relational=True), "needs method='mibp' and mode='joint', got method='mibp', mode='per_sample'"),
+        (dict(method="affine", relational=True), "needs method='mibp' and mode='joint' or 'auto'"),
+        (dict(method="mibp", mode="per_sample", relational=True),
+         "needs method='mibp' and mode='joint' or 'auto', got method='mibp', mode='per_sample'"),
     ],
 )
 def test_bad_config(kw, match):
@@ -60,3 +62,30 @@ def test_a_dict_of_fields_is_a_config():
         TrainConfig.of({"epoch": 2})
     with pytest.raises(TypeError, match="config must be a TrainConfig or a dict of its fields, got list"):
         TrainConfig.of([("epochs", 2)])
+
+
+@pytest.mark.parametrize("n,batch,relational,mode", [
+    (100, 100, False, "joint"),       # one full batch of 100: one joint program
+    (101, 101, False, "per_sample"),  # a full batch above the measured size
+    (100, 50, False, "per_sample"),   # mini-batches
+    (1000, 100, True, "joint"),       # the relational program is joint
+])
+def test_auto_mode_is_joint_only_for_small_full_batches(n, batch, relational, mode):
+    from mibpcert.config import AUTO_JOINT_MAX_BATCH
+
+    assert AUTO_JOINT_MAX_BATCH == 100
+    cfg = TrainConfig(method="mibp", batch_size=batch, relational=relational)
+    assert cfg.mode == "auto" and cfg.relax == "lp"
+    assert cfg.resolved(n).mode == mode
+    assert TrainConfig(method="mibp", mode="per_sample", batch_size=batch).resolved(n).mode == "per_sample"
+
+
+def test_a_run_records_the_mode_it_used():
+    from mibpcert import certified_train, mlp
+    from mibpcert.threats import LinfFeatures
+
+    X = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, 1.0]], dtype=torch.float64)
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    for batch, mode in ((4, "joint"), (2, "per_sample")):
+        res = certified_train(mlp([2, 3, 1], seed=0), X, y, LinfFeatures(0.01), dict(method="mibp", batch_size=batch))
+        assert res.config.mode == mode

@@ -31,6 +31,8 @@ from .training_step import StepProgram, StepSetting, TraceBounds, joint_program,
 
 log = logging.getLogger("mibpcert")
 
+LICENCE_FALLBACK = "highs"  # bounds the programs a backend's licence cannot take
+
 
 class StepTightener:
     """Runs the MIBP part of every step for one training run (see module docstring)."""
@@ -38,7 +40,8 @@ class StepTightener:
     def __init__(self, spec: ModelSpec, cfg: TrainConfig, info: TaskInfo) -> None:
         self.spec, self.cfg, self.info = spec, cfg, info
         self.backend_name = cfg.backend
-        get_backend(cfg.backend)  # fail early: unknown name or missing package
+        self.backend = get_backend(cfg.backend)  # fail early: unknown name or missing package
+        self.misfit_said = False  # the licence fallback is announced once, at its first step
         self.options = SolveOptions(time_limit=cfg.time_limit, threads=cfg.threads, relax=cfg.relax, partitions=cfg.partitions)
         self.pool = SolverPool(cfg.workers) if cfg.workers > 1 else None  # reused by every step
         self.solved_before = False  # a licence limit after the first solved step falls back, before it raises
@@ -111,19 +114,18 @@ class StepTightener:
         if self.cfg.step_time_limit is not None:  # this step's deadline, shared by every worker
             options = replace(options, deadline=time.monotonic() + self.cfg.step_time_limit)
         progs = None
+        moved = 0
         try:
             progs = build()
-            jobs = [(p.program, p.exprs, p.start) for p, _, _ in progs]
-            per_chunk = None
-            single = len(jobs) == 1 and progs[0][2] < 0
-            if single and self.pool is not None:
-                # one program: share its objectives out, one consecutive slice per worker
-                prog, exprs, start = jobs[0]
-                size = -(-len(exprs) // self.pool.workers)
-                jobs, per_chunk = [(prog, exprs[i:i + size], start) for i in range(0, len(exprs), size)], 1
-            results = bound_many(self.backend_name, jobs, options, self.cfg.workers, jobs_per_chunk=per_chunk, pool=self.pool)
-            if single:
-                results = [[r for part in results for r in part]]
+            misfits = [self.backend.misfit(p.program) for p, _, _ in progs]
+            moved = sum(m is not None for m in misfits)
+            if moved:
+                self._say_misfit(misfits, progs)
+            results: list = [None] * len(progs)
+            for name, which in ((self.backend_name, [i for i, m in enumerate(misfits) if m is None]),
+                                (LICENCE_FALLBACK, [i for i, m in enumerate(misfits) if m is not None])):
+                for i, res in zip(which, self._bound(name, [progs[i] for i in which], options)):
+                    results[i] = res
         except LicenceLimit as e:
             if not self.solved_before:  # the first step already does not fit: say so before any work is spent
                 advice = ("use mode='per_sample' (one small program per sample), a smaller model, or backend='highs'"
@@ -147,7 +149,36 @@ class StepTightener:
                         why = "time_limit" if st == Status.TIME_LIMIT else "failed"
                         reasons[why] = reasons.get(why, 0) + 1
         self.solved_before = self.solved_before or solved > 0
-        return progs, results, _stats(solved, reasons, t0)
+        return progs, results, _stats(solved, reasons, t0, moved)
+
+    def _bound(self, backend_name: str, progs: list, options: SolveOptions) -> list:
+        """Bounds of every objective of ``progs`` with one backend; a single (joint) program's
+        objectives are shared out over the pool's workers, one consecutive slice each."""
+        if not progs:
+            return []
+        jobs = [(p.program, p.exprs, p.start) for p, _, _ in progs]
+        single = len(jobs) == 1 and progs[0][2] < 0
+        if not (single and self.pool is not None):
+            return bound_many(backend_name, jobs, options, self.cfg.workers, pool=self.pool)
+        prog, exprs, start = jobs[0]
+        size = -(-len(exprs) // self.pool.workers)
+        parts = bound_many(backend_name, [(prog, exprs[i:i + size], start) for i in range(0, len(exprs), size)],
+                           options, self.cfg.workers, jobs_per_chunk=1, pool=self.pool)
+        return [[r for part in parts for r in part]]
+
+    def _say_misfit(self, misfits: list[str | None], progs: list) -> None:
+        """Announce, once per run, that programs the backend cannot take go to HiGHS instead."""
+        if self.misfit_said:
+            return
+        self.misfit_said = True
+        reason, _ = max(((m, p.program.num_vars) for (p, _, _), m in zip(progs, misfits) if m is not None),
+                        key=lambda t: t[1])
+        log.warning("%s cannot take %d of the %d programs of this step (the largest: %s); they are bounded by HiGHS "
+                    "(McCormick relaxation, relax=%r, sound but possibly looser) instead, here and in later steps "
+                    "(counted as licence_fallback_programs in the step log and the summary); for exact bounds use %s",
+                    self.backend_name, sum(m is not None for m in misfits), len(misfits), reason, self.cfg.relax,
+                    "mode='per_sample' (one small program per sample), a smaller model or batch, or a full licence"
+                    if self.cfg.mode == "joint" else "a smaller model or a full licence")
 
     def tighten_forms(self, box: ParamBox, sb: StepBounds, region, Xb, yb, lr: float, theta_nominal: dict, threat,
                       before: dict, update) -> tuple[dict, ParamBox, dict]:
@@ -254,9 +285,9 @@ def _joint_trace(sb: StepBounds) -> TraceBounds:
     return tb if sb.poisoned is None else tb.hull(TraceBounds.of(sb.poisoned))
 
 
-def _stats(solved: int, reasons: dict[str, int], t0: float) -> dict:
+def _stats(solved: int, reasons: dict[str, int], t0: float, moved: int = 0) -> dict:
     return dict(solver_bounds=solved, fallback_bounds=sum(reasons.values()), fallback_reasons=reasons,
-                solver_seconds=time.perf_counter() - t0)
+                solver_seconds=time.perf_counter() - t0, licence_fallback_programs=moved)
 
 
 def _usable(value: float, status: Status) -> float:

@@ -4,8 +4,10 @@
   step log's solver/fallback counts match what the backend actually returned.
 * A backend that raises, one that returns ``Status.FAILED`` everywhere, and an encoder that
   raises all fall back to the interval step: the box equals ``method="interval"``'s.
-* A licence too small for the first step's program raises; a later step that outgrows it keeps
-  the interval bound and is counted as ``licence``. (Missing packages and unknown backend names:
+* Programs the backend's licence cannot take (``Backend.misfit``, decided before any solve) are
+  bounded by HiGHS, counted per step and announced once. A licence error the size check did not
+  foresee raises at the first step; a later step that hits one keeps the interval bound and is
+  counted as ``licence``. (Missing packages and unknown backend names:
   ``tests/solvers/test_registry.py``; Gurobi's too-large message: ``tests/solvers/test_gurobi.py``;
   the fallback lines of the summary and report.json: ``tests/test_report.py``.)
 * ``workers=2`` gives the same bounds as ``workers=1``.
@@ -24,7 +26,7 @@ from mibpcert import TrainConfig, certified_train
 from mibpcert.solvers import ObjectiveBound, SolverUnavailable, Status
 from tests.helpers.backends import require
 from tests.helpers.bounds import assert_box_inside, assert_in_box
-from tests.helpers.mibp import BATCH, N, attack_nets, case_data, mibp_cfg, run_interval
+from tests.helpers.mibp import BATCH, N, attack_nets, case_data, make_data, mibp_cfg, run_interval
 
 
 def assert_same_box(a, b, what="", tol=0.0):
@@ -254,6 +256,64 @@ def test_licence_limit_raises_first_then_falls_back(monkeypatch):
     assert res.log[0].solver_bounds > 0 and "licence" not in res.log[0].fallback_reasons
     for s in res.log[1:]:
         assert s.solver_bounds == 0 and set(s.fallback_reasons) == {"licence"} and s.fallback_bounds > 0
+
+
+def test_programs_the_licence_cannot_take_are_bounded_by_highs(monkeypatch, caplog):
+    """A program the backend reports as not fitting (decided from its size, before any solve) is
+    bounded by HiGHS instead: every program moved gives the HiGHS run's box bit for bit, the moved
+    programs are counted per step, and the run says so once."""
+    require("gurobipy")
+    import mibpcert.solvers.gurobi as gurobi_mod
+
+    model, X, y, threat_f, bud, loss = case_data("linf_k1-bce")
+    cfg = dict(loss=loss, epochs=2, mode="per_sample", relax="lp", time_limit=None)
+    highs = certified_train(model, X, y, threat_f(), mibp_cfg(backend="highs", **cfg))
+    monkeypatch.setattr(gurobi_mod.GurobiBackend, "misfit", lambda self, program: "too large (simulated)")
+    with caplog.at_level("WARNING", logger="mibpcert"):
+        moved = certified_train(model, X, y, threat_f(), mibp_cfg(backend="gurobi", **cfg))
+    assert_same_box(moved, highs, "every program moved to HiGHS")
+    programs = 2 * BATCH  # base and poisoned region of each sample (k-of-N threat)
+    assert [s.licence_fallback_programs for s in moved.log] == [programs] * len(moved.log)
+    said = [r.getMessage() for r in caplog.records if "cannot take" in r.getMessage()]
+    assert len(said) == 1 and f"gurobi cannot take {programs} of the {programs} programs" in said[0]
+    assert "too large (simulated)" in said[0] and "mode='per_sample'" not in said[0]  # no advice of the mode in use
+
+    # half the programs moved: sound (inside the interval box, every attack inside), counted
+    calls = []
+
+    def every_other(self, program):
+        calls.append(1)
+        return "too large (simulated)" if len(calls) % 2 else None
+
+    monkeypatch.setattr(gurobi_mod.GurobiBackend, "misfit", every_other)
+    mixed = certified_train(model, X, y, threat_f(), mibp_cfg(backend="gurobi", **cfg))
+    assert sum(s.licence_fallback_programs for s in mixed.log) == (len(calls) + 1) // 2
+    assert all(s.solver_bounds > 0 and s.fallback_bounds == 0 for s in mixed.log)
+    assert_box_inside(mixed, run_interval(model, X, y, threat_f(), loss, epochs=2), "half moved vs interval")
+    for what, net in attack_nets(model, X, y, bud, loss, n_simple=2, n_guided=1, epochs=2):
+        assert_in_box(mixed, net, f"half moved: {what}")
+
+
+def test_a_joint_program_too_large_for_the_real_licence_runs_on_highs(caplog):
+    """With Gurobi's size-limited (pip) licence, a joint program of 12 samples on a 2-10-1 net has
+    over 200 variables and bilinear terms: the run does not stop, HiGHS bounds it."""
+    require("gurobipy")
+    from mibpcert.model import mlp
+    from mibpcert.solvers.gurobi import licence_is_size_limited
+    from mibpcert.threats import LinfFeatures
+
+    if not licence_is_size_limited():
+        pytest.fail("a full Gurobi licence is active here, so the size-limited licence cannot be checked")
+    X, y = make_data("binary", 12, seed=1)
+    model = mlp([2, 10, 1], seed=3)
+    cfg = dict(epochs=1, batch_size=12, loss="hinge", relax="lp", mode="joint", time_limit=None)
+    with caplog.at_level("WARNING", logger="mibpcert"):
+        res = certified_train(model, X, y, LinfFeatures(0.05), mibp_cfg(backend="gurobi", **cfg))
+    ref = certified_train(model, X, y, LinfFeatures(0.05), mibp_cfg(backend="highs", **cfg))
+    assert_same_box(res, ref, "joint program on HiGHS")
+    assert [s.licence_fallback_programs for s in res.log] == [1]
+    assert any("size-limited Gurobi licence" in r.getMessage() and "mode='per_sample'" in r.getMessage()
+               for r in caplog.records)
 
 
 # ---------------------------------------------------------------------------------------------

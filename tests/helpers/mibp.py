@@ -145,7 +145,7 @@ def case_data(case_id: str):
 
 
 def mibp_cfg(**kw):
-    """The MIBP config of the cases (joint HiGHS, hinge), with overrides."""
-    base = dict(epochs=1, lr=LR, batch_size=BATCH, loss="hinge", method="mibp", backend="highs", mode="joint")
+    """The MIBP config of the cases (joint HiGHS MILP, hinge), with overrides."""
+    base = dict(epochs=1, lr=LR, batch_size=BATCH, loss="hinge", method="mibp", backend="highs", mode="joint", relax="milp")
     base.update(kw)
     return TrainConfig(**base)

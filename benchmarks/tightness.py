@@ -257,10 +257,20 @@ def targets(rows: list[dict]) -> list[str]:
         ran = [m for m in METHODS if m in r]
         best = min(ran, key=lambda m: r[m]["width"])
         ratio = r[best]["width"] / r["inner"]
-        out.append(f"- switching (eps 0.01, 8 steps): best box/inner {ratio:.2f} ({best}; target ≤ 3): {verdict(ratio, 3, True, '.2f')}")
-        if "mibp box" in r:
-            t = r[best]["s_per_step"] / r["mibp box"]["s_per_step"]
-            out.append(f"- its time per step: {t:.2f}× the MIBP step on a box (target ≤ 1×): {verdict(t, 1, True, '.2f')}")
+        out.append(f"- switching (eps 0.01, 8 steps): tightest box/inner {ratio:.2f} ({best}; target ≤ 3): "
+                   f"{verdict(ratio, 3, True, '.2f')}")
+        if "mibp box" in r:  # the target: box/inner <= 3 at no more than the MIBP step on a box
+            limit = r["mibp box"]["s_per_step"]
+            both = [m for m in ran if r[m]["width"] / r["inner"] <= 3 and r[m]["s_per_step"] <= limit]
+            if both:
+                m = min(both, key=lambda m: r[m]["width"])
+                out.append(f"- switching at no more than the MIBP box step's time ({limit:.2f} s): met by {', '.join(both)}; "
+                           f"tightest of them {m}: box/inner {r[m]['width'] / r['inner']:.2f} at "
+                           f"{r[m]['s_per_step'] / limit:.3f}× that time")
+            else:
+                t = r[best]["s_per_step"] / limit
+                out.append(f"- switching at no more than the MIBP box step's time: no method meets both; the tightest takes "
+                           f"{t:.2f}× that time: {verdict(t, 1, True, '.2f')}")
     for (eps, steps), r in sorted(by.items()):
         if "mibp relational" in r:
             t = r["mibp relational"]["s_per_step"] / r["mibp box"]["s_per_step"]

@@ -187,11 +187,15 @@ class CertReport:
         }
 
 
-def nominal_predictions(result, X: torch.Tensor) -> torch.Tensor:
-    """The classes (N,) the trained nominal model predicts (torch's rule ``z > 0`` for one logit)."""
-    with torch.no_grad():
-        z = result.nominal(X)
+def predicted_classes(z: torch.Tensor) -> torch.Tensor:
+    """The classes (N,) of logits ``z`` (N, C): torch's rule ``z > 0`` for one logit, else argmax."""
     return (z[:, 0] > 0).long() if z.shape[1] == 1 else z.argmax(dim=1)
+
+
+def nominal_predictions(result, X: torch.Tensor) -> torch.Tensor:
+    """The classes (N,) the trained nominal model predicts."""
+    with torch.no_grad():
+        return predicted_classes(result.nominal(X))
 
 
 def certify(

@@ -18,17 +18,20 @@ import json
 import math
 import os
 import textwrap
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from .certificates import CertReport, logit_bounds, margin_bounds
+from .certificates import CertReport, certified_mask, logit_bounds, margin_bounds, predicted_classes
+from .data_checks import check_test_data
 from .interval.tensor import outward_rounding
 from .train import fallback_counts, fallback_note
 from .version import __version__
 
-__all__ = ["SCHEMA_VERSION", "build_report", "format_summary", "json_safe", "plot_run", "run_summary", "write_report"]
+__all__ = ["SCHEMA_VERSION", "build_report", "epoch_accuracy", "format_summary", "json_safe", "plot_run", "run_figure",
+           "run_summary", "write_report"]
 
 # Version of the report.json layout (docs/report.schema.json): "MAJOR.MINOR". MINOR goes up when
 # fields are added; MAJOR when a field is removed or renamed or its meaning or type changes.
@@ -277,35 +280,71 @@ def decision_band(result, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return (~decided).cpu(), cls.cpu(), z.detach().cpu()
 
 
+def _positive(a: np.ndarray) -> np.ndarray:
+    """``a`` with its non-positive entries as NaN, for a log axis."""
+    return np.where(a > 0, a, np.nan)
+
+
+def _epoch_ends(result) -> dict[int, int]:
+    """The last SGD step of each (0-based) epoch in the log."""
+    return {s.epoch: s.step for s in result.log}
+
+
+def _step_axis(ax, result, lines: list[np.ndarray]) -> None:
+    """Shared look of the per-step panels: log y-axis (when anything is positive), integer
+    "SGD step" x-axis, the end of the selected epoch marked, legend and grid."""
+    from matplotlib.ticker import MaxNLocator
+
+    if any(np.isfinite(_positive(a)).any() for a in lines):
+        ax.set_yscale("log")
+    step = _epoch_ends(result).get(result.selected_epoch)
+    if step is not None:
+        ax.axvline(step, color="k", ls=":", lw=1,
+                   label=f"box returned: end of epoch {result.selected_epoch + 1} of {result.config.epochs}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("SGD step")
+    ax.legend(loc="best", fontsize=7.5, ncol=2 if len(lines) > 5 else 1)
+    ax.grid(True, which="both", alpha=0.3)
+
+
 def _plot_widths(ax, result) -> None:
+    """Mean and largest width of the parameter box per step."""
     steps = np.array([s.step for s in result.log])
     mean = np.array([s.mean_width for s in result.log], dtype=float)
     mx = np.array([s.max_width for s in result.log], dtype=float)
-    pos = lambda a: np.where(a > 0, a, np.nan)  # noqa: E731 (log scale)
-    ax.plot(steps, pos(mean), label="mean width")
-    ax.plot(steps, pos(mx), label="max width")
-    if np.isfinite(pos(mx)).any():
-        ax.set_yscale("log")
-    sel = [s.step for s in result.log if s.epoch == result.selected_epoch]
-    if sel:
-        ax.axvline(max(sel), color="k", ls=":", lw=1,
-                   label=f"box returned: end of epoch {result.selected_epoch + 1} of {result.config.epochs}")
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("SGD step")
+    ax.plot(steps, _positive(mean), label="mean width")
+    ax.plot(steps, _positive(mx), label="max width")
     ax.set_ylabel("parameter interval width")
     ax.set_title("parameter box width per step")
-    ax.legend(loc="best", fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
+    _step_axis(ax, result, [mx])
     _caption(ax, "Mean and largest width of the parameter box after each SGD step (log scale); every parameter any "
                  "allowed poisoning can reach lies in the box.")
 
 
-def _caption(ax, text: str, y: float = -0.16) -> None:
-    """A line of explanation under a panel."""
-    ax.text(0.5, y, "\n".join(textwrap.wrap(text, 80)), transform=ax.transAxes, ha="center", va="top",
-            fontsize=7.5, color="0.25")
+def _plot_tensor_widths(ax, result) -> None:
+    """Mean width of each parameter tensor per step, with the ends of the epochs marked."""
+    steps = np.array([s.step for s in result.log])
+    lines = [np.array([s.tensor_mean_width.get(n, np.nan) for s in result.log], dtype=float)
+             for n in result.log[-1].tensor_mean_width]
+    for name, w in zip(result.log[-1].tensor_mean_width, lines):
+        ax.plot(steps, _positive(w), label=name)
+    ends = _epoch_ends(result)
+    for epoch, step in ends.items() if len(ends) < len(steps) else ():  # not when every step is an epoch
+        if epoch != result.selected_epoch and step != steps[-1]:
+            ax.axvline(step, color="0.75", lw=0.8)
+    ax.set_ylabel("mean interval width")
+    ax.set_title("parameter box width per tensor")
+    _step_axis(ax, result, lines)
+    _caption(ax, "Mean width of each parameter tensor's interval (state_dict names: layer.weight, layer.bias) "
+                 "after each SGD step (log scale); thin grey lines: ends of epochs.")
+
+
+def _caption(ax, text: str, under=None) -> None:
+    """A few lines of explanation under a panel: below its x-axis label, or below the artist
+    ``under`` (a legend placed under the axes). Offsets in points, so any panel height fits."""
+    ax.annotate("\n".join(textwrap.wrap(text, 80)), xy=(0.5, 0), xycoords=under or "axes fraction",
+                xytext=(0, -6 if under else -36), textcoords="offset points", ha="center", va="top",
+                fontsize=7.5, color="0.25")
 
 
 def _plot_margins(ax, result, report: CertReport, data) -> None:
@@ -345,97 +384,168 @@ def _plot_margins(ax, result, report: CertReport, data) -> None:
                  f"every model in the box and test inputs within {report.test_eps:g}; green bars lie above 0: certified.")
 
 
-def plot_run(path: str, result, report: CertReport, data=None, resolution: int = 200) -> str:
-    """Save a figure of the run to ``path`` (PNG by extension) and return ``path``.
+def epoch_accuracy(result, X_test, y_test, test_eps: float = 0.0) -> tuple[list[float], list[float]]:
+    """Per finished epoch (``result.epochs``, empty for a result saved without them): the clean
+    accuracy of that epoch's nominal model and the certified accuracy of that epoch's box on the
+    test set at ``test_eps``, from the box alone (:func:`~mibpcert.certificates.certified_mask`, as
+    :func:`~mibpcert.certificates.certify` without affine forms or MIBP margins). Classification only."""
+    spec, cfg = result.spec, result.config
+    X, y, task, _ = check_test_data(result, X_test, y_test)
+    if task == "regression":
+        raise ValueError("epoch_accuracy: accuracy needs a classification result, this one is regression")
+    clean, cert = [], []
+    with outward_rounding(cfg.outward_rounding):
+        for ep in result.epochs:
+            with torch.no_grad():
+                predicted = predicted_classes(spec.forward(ep.nominal, X))
+            clean.append(float((predicted == y.long()).double().mean()))
+            cert.append(float(certified_mask(spec, ep.box(), X, y, test_eps, exact=cfg.exact_matmul).double().mean()))
+    return clean, cert
 
-    For classification on 2-D inputs (``data`` a :class:`mibpcert.data.Dataset`): left, the band in
-    which the decision boundary of any model in the parameter box can lie (shaded), the nominal
-    decision boundary, the training points and the test points (filled: certified, crosses: not
-    certified); then the parameter width per step; then, for classification, the bounds of every
-    test point's margin (sorted, with the nominal model's margin). Other data: the width and
-    margin panels. Each panel has a caption line saying what it shows.
-    """
+
+def _plot_accuracy(ax, result, report: CertReport, acc: tuple[list[float], list[float]]) -> None:
+    """Clean and certified test accuracy per epoch, the selected epoch marked; where the report's
+    certified accuracy (affine forms or MIBP margins besides the box) differs, it as a star."""
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    clean, cert = acc
+    epochs = np.arange(1, len(cert) + 1)
+    ax.plot(epochs, clean, marker="o", label="clean (nominal model)")
+    ax.plot(epochs, cert, marker="s", color="tab:green", label="certified (box)")
+    sel = result.selected_epoch + 1
+    ax.axvline(sel, color="k", ls=":", lw=1, label=f"box returned: epoch {sel}")
+    ca, note = report.certified_accuracy, ""
+    if ca is not None and sel <= len(cert) and ca != cert[sel - 1]:
+        ax.plot([sel], [ca], marker="*", ms=12, ls="none", color="tab:olive", label="certified (report)")
+        how = "the affine forms of the parameters" if result.relational is not None else "MIBP margin bounds"
+        note = f" Star: the report's certified accuracy, which also uses {how} and can exceed the box's."
+    ax.set_xlim(0.5, len(cert) + 0.5)
+    ax.set_ylim(-0.03, 1.03)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("test accuracy per epoch")
+    ax.legend(loc="best", fontsize=7.5)
+    ax.grid(True, alpha=0.3)
+    _caption(ax, f"After each epoch: accuracy of the nominal model, and the fraction of test points every model in "
+                 f"that epoch's box classifies correctly (test inputs within {report.test_eps:g}).{note}")
+
+
+def _plot_band(ax, result, report: CertReport, data, resolution: int) -> None:
+    """2-D classification: the decision boundary band of the box, the nominal boundary and the data."""
     import matplotlib
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.transforms import ScaledTranslation
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    two_d = (
-        data is not None
-        and result.spec.in_features == 2
-        and report.margin is not None
-        and getattr(data, "X_train", None) is not None
-    )
-    margins = report.margin is not None
-    if two_d:
-        fig, axes = plt.subplots(1, 3, figsize=(19, 6.2), gridspec_kw={"width_ratios": [1.25, 1, 1]})
-        ax, ax_w, ax_m = axes
-        Xtr = data.X_train.detach().cpu().double().numpy()
-        ytr = data.y_train.detach().cpu().numpy().reshape(-1)
-        Xte = data.X_test.detach().cpu().double().numpy()
-        yte = data.y_test.detach().cpu().numpy().reshape(-1)
-        allx = np.concatenate([Xtr, Xte])
-        lo, hi = allx.min(axis=0), allx.max(axis=0)
-        pad = 0.1 * np.maximum(hi - lo, 1e-6)
-        lo, hi = lo - pad, hi + pad
-        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
-        grid = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], axis=1))
-        band, cls, z = decision_band(result, grid)
-        band = band.numpy().reshape(gx.shape)
-        cls = cls.numpy().reshape(gx.shape)
-        cmap = plt.get_cmap("coolwarm")
-        n_cls = int(max(cls.max(), ytr.max(), yte.max())) + 1
-        colors = [cmap(i / max(n_cls - 1, 1)) for i in range(n_cls)]
-        ax.contourf(gx, gy, cls, levels=np.arange(-0.5, n_cls), colors=colors, alpha=0.12)
-        ax.contourf(gx, gy, band.astype(float), levels=[0.5, 1.5], colors=["#f2b01e"], alpha=0.45)
-        if z.shape[1] == 1:  # smooth nominal boundary z = 0
-            zz = z[:, 0].numpy().reshape(gx.shape)
-            if zz.min() < 0 < zz.max():
-                ax.contour(gx, gy, zz, levels=[0.0], colors="k", linewidths=1.5)
-        elif len(np.unique(cls)) > 1:
-            ax.contour(gx, gy, cls, levels=np.arange(0.5, n_cls - 0.5), colors="k", linewidths=1.5)
-        for c in range(n_cls):
-            m = ytr == c
-            ax.scatter(Xtr[m, 0], Xtr[m, 1], s=6, color=colors[c], alpha=0.35, linewidths=0, label=f"train, class {c}")
-        cert = report.certified.cpu().numpy().astype(bool)
-        for c in range(n_cls):
-            m = (yte == c) & cert
-            ax.scatter(Xte[m, 0], Xte[m, 1], s=28, color=colors[c], edgecolors="k", linewidths=0.6,
-                       label=f"test, class {c}, certified")
-            m = (yte == c) & ~cert
-            ax.scatter(Xte[m, 0], Xte[m, 1], s=30, color=colors[c], marker="x", linewidths=1.4,
-                       label=f"test, class {c}, not certified")
-        from matplotlib.lines import Line2D
-        from matplotlib.patches import Patch
+    Xtr = data.X_train.detach().cpu().double().numpy()
+    ytr = data.y_train.detach().cpu().numpy().reshape(-1)
+    Xte = data.X_test.detach().cpu().double().numpy()
+    yte = data.y_test.detach().cpu().numpy().reshape(-1)
+    allx = np.concatenate([Xtr, Xte])
+    lo, hi = allx.min(axis=0), allx.max(axis=0)
+    pad = 0.1 * np.maximum(hi - lo, 1e-6)
+    lo, hi = lo - pad, hi + pad
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
+    grid = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], axis=1))
+    band, cls, z = decision_band(result, grid)
+    band = band.numpy().reshape(gx.shape)
+    cls = cls.numpy().reshape(gx.shape)
+    cmap = matplotlib.colormaps["coolwarm"]
+    n_cls = int(max(cls.max(), ytr.max(), yte.max())) + 1
+    colors = [cmap(i / max(n_cls - 1, 1)) for i in range(n_cls)]
+    ax.contourf(gx, gy, cls, levels=np.arange(-0.5, n_cls), colors=colors, alpha=0.12)
+    ax.contourf(gx, gy, band.astype(float), levels=[0.5, 1.5], colors=["#f2b01e"], alpha=0.45)
+    if z.shape[1] == 1:  # smooth nominal boundary z = 0
+        zz = z[:, 0].numpy().reshape(gx.shape)
+        if zz.min() < 0 < zz.max():
+            ax.contour(gx, gy, zz, levels=[0.0], colors="k", linewidths=1.5)
+    elif len(np.unique(cls)) > 1:
+        ax.contour(gx, gy, cls, levels=np.arange(0.5, n_cls - 0.5), colors="k", linewidths=1.5)
+    for c in range(n_cls):
+        m = ytr == c
+        ax.scatter(Xtr[m, 0], Xtr[m, 1], s=6, color=colors[c], alpha=0.35, linewidths=0, label=f"train, class {c}")
+    cert = report.certified.cpu().numpy().astype(bool)
+    for c in range(n_cls):
+        m = (yte == c) & cert
+        ax.scatter(Xte[m, 0], Xte[m, 1], s=28, color=colors[c], edgecolors="k", linewidths=0.6,
+                   label=f"test, class {c}, certified")
+        m = (yte == c) & ~cert
+        ax.scatter(Xte[m, 0], Xte[m, 1], s=30, color=colors[c], marker="x", linewidths=1.4,
+                   label=f"test, class {c}, not certified")
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Patch(color="#f2b01e", alpha=0.45), Line2D([], [], color="k", lw=1.5)]
+    labels += ["boundary band (parameter box)", "nominal decision boundary"]
+    below = ax.transAxes + ScaledTranslation(0, -36 / 72, ax.figure.dpi_scale_trans)  # under the x-axis label
+    legend = ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=3,
+                       fontsize=7.5, frameon=False)
+    ca = report.certified_accuracy
+    ax.set_title(f"decision boundary band; certified accuracy {100 * ca:.1f} %")
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    names = getattr(data, "feature_names", None) or ("x1", "x2")
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    _caption(ax, "Shaded band: where some model in the parameter box (at test radius 0) puts the decision boundary; "
+                 "a test point is certified when no reachable model and test input within test_eps misclassifies it.",
+             under=legend)
 
-        handles, labels = ax.get_legend_handles_labels()
-        handles += [Patch(color="#f2b01e", alpha=0.45), Line2D([], [], color="k", lw=1.5)]
-        labels += ["boundary band (parameter box)", "nominal decision boundary"]
-        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=7.5, frameon=False)
-        ca = report.certified_accuracy
-        ax.set_title(f"decision boundary band; certified accuracy {100 * ca:.1f} %" if ca is not None else "decision boundary band")
-        ax.set_xlim(lo[0], hi[0])
-        ax.set_ylim(lo[1], hi[1])
-        names = getattr(data, "feature_names", None) or ("x1", "x2")
-        ax.set_xlabel(names[0])
-        ax.set_ylabel(names[1])
-        _caption(ax, "Shaded band: where some model in the parameter box (at test radius 0) puts the decision boundary; "
-                     "a test point is certified when no reachable model and test input within test_eps misclassifies it.",
-                 y=-0.40)
-        _plot_widths(ax_w, result)
-        _plot_margins(ax_m, result, report, data)
-    elif margins:
-        fig, (ax_w, ax_m) = plt.subplots(1, 2, figsize=(13, 5.2))
-        _plot_widths(ax_w, result)
-        _plot_margins(ax_m, result, report, data)
-    else:
-        fig, ax_w = plt.subplots(figsize=(7, 4.8))
-        _plot_widths(ax_w, result)
+
+def run_figure(result, report: CertReport, data=None, resolution: int = 200):
+    """The figure :func:`plot_run` saves, as a ``matplotlib.figure.Figure`` (not registered with
+    pyplot). Row 1: the decision boundary band (classification on 2-D inputs with ``data``), the
+    box width per step and the margin bounds per test point (classification); row 2: clean and
+    certified test accuracy per epoch (classification with ``data``, results with
+    ``result.epochs``) and the box width per parameter tensor per step (results whose log has
+    ``tensor_mean_width``). With at most two panels in all they share one row."""
+    from matplotlib.figure import Figure
+
+    classify = report.margin is not None
+    top: list[tuple[Callable, float]] = []
+    if classify and data is not None and result.spec.in_features == 2 and getattr(data, "X_train", None) is not None:
+        top.append((partial(_plot_band, result=result, report=report, data=data, resolution=resolution), 1.25))
+    top.append((partial(_plot_widths, result=result), 1.0))
+    if classify:
+        top.append((partial(_plot_margins, result=result, report=report, data=data), 1.0))
+    bottom: list[tuple[Callable, float]] = []
+    if classify and result.epochs and data is not None and getattr(data, "X_test", None) is not None:
+        acc = epoch_accuracy(result, data.X_test, data.y_test, report.test_eps)
+        bottom.append((partial(_plot_accuracy, result=result, report=report, acc=acc), 1.0))
+    if result.log and result.log[-1].tensor_mean_width:
+        bottom.append((partial(_plot_tensor_widths, result=result), 1.0))
+    rows = [top + bottom] if len(top) + len(bottom) <= 2 else [top, bottom] if bottom else [top]
+    cols = max(len(r) for r in rows)
+    heights = [6.6 if ratio > 1 else 5.4 for ratio in (max(w for _, w in r) for r in rows)]
+    fig = Figure(figsize=(19 if top[0][1] > 1 else 6.8 * cols, sum(heights)), layout="constrained")
+    grid = fig.add_gridspec(len(rows), 1, height_ratios=heights)
+    for row, cell in zip(rows, grid):
+        n = max(len(row), 2 if len(rows) > 1 else 1)  # a lone panel under a row takes half the width
+        sub = cell.subgridspec(1, n, width_ratios=[w for _, w in row] + [1.0] * (n - len(row)))
+        for (draw, _), spot in zip(row, sub):
+            draw(fig.add_subplot(spot))
+    fig.get_layout_engine().set(h_pad=0.12)
     fig.suptitle(_threat_title(result), fontsize=10)
-    fig.tight_layout()
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
+    return fig
+
+
+def plot_run(path: str, result, report: CertReport, data=None, resolution: int = 200) -> str:
+    """Save the figure of the run (:func:`run_figure`) to ``path`` (PNG by extension) and return ``path``.
+
+    Row 1: for classification on 2-D inputs (``data`` a :class:`mibpcert.data.Dataset`), the band
+    in which the decision boundary of any model in the parameter box can lie (shaded), the nominal
+    decision boundary, the training points and the test points (filled: certified, crosses: not
+    certified); then the mean and max parameter width per step; then, for classification, the
+    bounds of every test point's margin (sorted, with the nominal model's margin). Row 2: for
+    classification with ``data``, the clean accuracy of each epoch's nominal model and the
+    certified accuracy of each epoch's box on the test set (the returned box's epoch marked), and
+    the mean width of every parameter tensor per step. Panels a result or task lacks (regression,
+    a result saved before per-epoch states or per-tensor widths were kept) are left out. Each
+    panel has a caption saying what it shows.
+    """
+    fig = run_figure(result, report, data, resolution)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 

@@ -99,3 +99,123 @@ def test_plot_titles_and_epochs_read_one_way(tmp_path):
     assert "box after step 9 (epoch 3 of 3)" in text, text
     path = plot_run(str(tmp_path / "p.png"), res, rep, None)
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# the run figure: accuracy per epoch and width per tensor, for every kind of run
+# ---------------------------------------------------------------------------------------------
+EPS, TEST_EPS = 0.001, 0.02
+
+
+def _moons_run(method: str = "interval", epochs: int = 3):
+    """A tiny two-moons run whose accuracies change from epoch to epoch (clean 0.45, 0.45, 0.925;
+    certified at TEST_EPS 0.45, 0.45, 0.025, at test_eps 0 the last is 0.1)."""
+    from mibpcert import TrainConfig, certified_train, mlp, threats
+    from mibpcert.data import two_moons
+
+    ds = two_moons(n_train=60, n_test=40, seed=0)
+    cfg = TrainConfig(epochs=epochs, lr=3.0, batch_size=30, loss="bce", method=method)
+    return ds, certified_train(mlp([2, 8, 1], seed=0), ds.X_train, ds.y_train, threats.LinfFeatures(eps=EPS), cfg)
+
+
+def _drawn(fig):
+    """Draw ``fig``; return each panel's title and its full extent (captions, outside legends)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return [(ax.get_title(), ax.get_tightbbox(canvas.get_renderer())) for ax in fig.axes]
+
+
+def _assert_apart(panels) -> None:
+    for i, (t1, b1) in enumerate(panels):
+        for t2, b2 in panels[i + 1:]:
+            assert not b1.overlaps(b2), f"panels {t1!r} and {t2!r} overlap"
+
+
+def test_plot_panels_by_kind_of_run():
+    """Every run gets the accuracy-per-epoch (classification with test data) and width-per-tensor
+    panels besides the others, laid out without overlaps; results saved without epochs or
+    per-tensor widths, and regression, leave out what they cannot show."""
+    import torch
+
+    from mibpcert import TrainConfig, certified_train, certify, mlp, threats
+    from mibpcert.data.dataset import Dataset
+    from mibpcert.report import run_figure
+    from tests.helpers.mibp import make_data
+
+    ds, res = _moons_run()
+    rep = certify(res, ds.X_test, ds.y_test)
+    panels = _drawn(run_figure(res, rep, ds, resolution=40))
+    assert [t.split(";")[0] for t, _ in panels] == [
+        "decision boundary band", "parameter box width per step", "margin bounds per test point",
+        "test accuracy per epoch", "parameter box width per tensor"]
+    _assert_apart(panels)
+
+    X, y = make_data("binary", 40, 0, d=3)
+    res3 = certified_train(mlp([3, 4, 1], seed=0), X, y, threats.LinfFeatures(eps=0.01),
+                           TrainConfig(epochs=2, lr=0.5, batch_size=20, loss="bce"))
+    ds3 = Dataset(X, y, X, y, "binary", 2, "t")
+    panels = _drawn(run_figure(res3, certify(res3, X, y), ds3))
+    assert [t.split(";")[0] for t, _ in panels] == [
+        "parameter box width per step", "margin bounds per test point", "test accuracy per epoch",
+        "parameter box width per tensor"]
+    _assert_apart(panels)
+
+    old = dataclasses.replace(res3, epochs=[], log=[dataclasses.replace(s, tensor_mean_width={}) for s in res3.log])
+    assert [t.split(";")[0] for t, _ in _drawn(run_figure(old, certify(old, X, y), ds3))] == [
+        "parameter box width per step", "margin bounds per test point"]
+
+    Xr, yr = make_data("regression", 40, 0)
+    resr = certified_train(mlp([2, 4, 1], seed=0), Xr, yr, threats.LinfFeatures(eps=0.01),
+                           TrainConfig(epochs=2, lr=0.1, batch_size=20, loss="mse"))
+    fig = run_figure(resr, certify(resr, Xr, yr), Dataset(Xr, yr, Xr, yr, "regression", None, "r"))
+    panels = _drawn(fig)
+    assert [t for t, _ in panels] == ["parameter box width per step", "parameter box width per tensor"]
+    _assert_apart(panels)
+    tensor_ax = fig.axes[1]
+    assert tensor_ax.get_yscale() == "log" and tensor_ax.get_xlabel() == "SGD step"
+    lines = {ln.get_label(): ln for ln in tensor_ax.get_lines()}
+    for name, (lo, hi) in resr.param_bounds.items():  # last step's box: the one returned
+        assert lines[name].get_ydata()[-1] == torch.mean(hi - lo).item(), name
+
+
+def test_plotted_accuracy_per_epoch_is_that_of_training_that_many_epochs():
+    """The clean and certified accuracy plotted for epoch e are what certifying a run of e epochs
+    gives, and the box returned (epoch 3, 1-based) is marked."""
+    from mibpcert import TrainConfig, certified_train, certify, mlp, threats
+    from mibpcert.report import run_figure
+
+    ds, res = _moons_run()
+    fig = run_figure(res, certify(res, ds.X_test, ds.y_test, TEST_EPS), ds, resolution=40)
+    ax = next(a for a in fig.axes if a.get_title() == "test accuracy per epoch")
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert list(lines["certified (box)"].get_xdata()) == [1, 2, 3]
+    assert list(lines["box returned: epoch 3"].get_xdata()) == [3, 3]
+    assert "certified (report)" not in lines  # the report used the same box
+    seen = set()
+    for e in (1, 2, 3):
+        cfg = TrainConfig(epochs=e, lr=3.0, batch_size=30, loss="bce")
+        rep_e = certify(certified_train(mlp([2, 8, 1], seed=0), ds.X_train, ds.y_train, threats.LinfFeatures(eps=EPS),
+                                        cfg), ds.X_test, ds.y_test, TEST_EPS)
+        assert lines["certified (box)"].get_ydata()[e - 1] == rep_e.certified_accuracy, e
+        assert lines["clean (nominal model)"].get_ydata()[e - 1] == rep_e.clean_accuracy, e
+        seen.add((rep_e.clean_accuracy, rep_e.certified_accuracy))
+    assert len(seen) > 1  # the epochs differ: the check can tell them apart
+
+
+def test_plot_marks_the_report_when_affine_forms_certify_more():
+    """With affine forms the report can certify more than the box of the last epoch: the figure
+    then shows the report's value as its own marker and says why."""
+    from mibpcert import certify
+    from mibpcert.report import run_figure
+
+    ds, res = _moons_run("affine")
+    rep = certify(res, ds.X_test, ds.y_test, TEST_EPS)
+    fig = run_figure(res, rep, ds, resolution=40)
+    ax = next(a for a in fig.axes if a.get_title() == "test accuracy per epoch")
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert lines["certified (box)"].get_ydata()[-1] < rep.certified_accuracy
+    assert list(lines["certified (report)"].get_xdata()) == [3]
+    assert list(lines["certified (report)"].get_ydata()) == [rep.certified_accuracy]
+    assert any("affine forms" in t.get_text() for t in ax.texts)

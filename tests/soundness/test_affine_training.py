@@ -104,6 +104,7 @@ def _poisoned_sets(name, threat, model, X, y, loss, recipe, gen):
 METHODS = {
     "affine": dict(method="affine"),
     "relational-mibp": dict(method="mibp", mode="joint", relax="lp", relational=True, time_limit=30.0),
+    "relational-milp": dict(method="mibp", mode="joint", relax="milp", relational=True, time_limit=30.0),
 }
 
 

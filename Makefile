@@ -12,13 +12,13 @@ STAMP  := $(VENV)/.mibpcert-installed
 
 venv: $(STAMP)
 
-# Runs once: the stamp is only created after a successful install (delete it or
-# `make clean-venv` to reinstall).
-$(STAMP):
+# Runs once, and again when pyproject.toml changes (e.g. a new extra): the stamp is only created
+# after a successful install (delete it or `make clean-venv` to reinstall).
+$(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "error: Python >= 3.10 is needed, $(PYTHON) is " + sys.version.split()[0] + "; run e.g. make PYTHON=python3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[solvers,test]'
+	$(BIN)/pip install -e '.[solvers,test,ray]'
 	touch $(STAMP)
 
 demo: venv

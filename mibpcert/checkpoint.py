@@ -47,7 +47,7 @@ def fingerprint(model: torch.nn.Module, spec: ModelSpec, X: torch.Tensor, y: tor
     """A hash of what determines the run's bounds: the mibpcert version, recipe and certification
     options (not where or how fast it runs), frozen parameters, threat, initial weights and data."""
     h = hashlib.sha256(__version__.encode())
-    keep = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "checkpoint_dir", "workers", "device")}
+    keep = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "checkpoint_dir", "workers", "executor", "ray_address", "device")}
     h.update(json.dumps(keep, sort_keys=True, default=str).encode())
     h.update(json.dumps(sorted(spec.frozen)).encode())
     h.update(json.dumps(threat.describe(), sort_keys=True, default=str).encode())

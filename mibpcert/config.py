@@ -18,6 +18,7 @@ MODES = ("auto", "per_sample", "joint")
 # 100 samples later in training (mini-batch benchmark, 2-20-1) took 1,800 s per step.
 AUTO_JOINT_MAX_BATCH = 100
 RELAX = ("milp", "lp")
+EXECUTORS = ("local", "ray")  # mibpcert.solvers.executors.make_executor
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
@@ -35,7 +36,12 @@ class TrainConfig:
     ``"joint"``, or ``"auto"``: joint for a full batch of at most ``AUTO_JOINT_MAX_BATCH`` samples
     and with ``relational=True``, else per_sample; see :meth:`resolved`) and intersects. ``relax``/``partitions``: how relaxing backends treat binaries and
     bilinear terms; ``pwl_pieces``: segments of the sigmoid enclosure (BCE); ``time_limit`` per
-    objective (seconds), ``threads`` per solve, ``workers`` parallel solver processes.
+    objective (seconds), ``threads`` per solve, ``workers`` parallel solves on the ``executor``:
+    ``"local"`` (a pool of ``workers`` processes, reused by every step; ``workers=1`` solves in
+    this process) or ``"ray"`` (Ray tasks: a local Ray instance with ``workers`` CPUs, or the
+    running cluster at ``ray_address``, e.g. ``"auto"`` or ``"ray://host:10001"``, whose steps are
+    cut into ``workers`` parts; needs ``pip install 'mibpcert[ray]'``). The bounds are the same
+    bit for bit for every executor and worker count (docs/scaling.md).
     ``"affine"`` carries the parameters as affine forms from step to step (relations between
     parameters and shared symbols for each poisoned sample: the poisoned training set is fixed
     before training) and intersects their box with the interval step's; ``affine_symbols`` caps the
@@ -67,6 +73,8 @@ class TrainConfig:
     step_time_limit: float | None = None
     threads: int = 1
     workers: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
     select_epoch: bool = False
     val_eps: float = 0.0
     device: str = "cpu"
@@ -110,6 +118,12 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.relax not in RELAX:
             raise ValueError(f"TrainConfig.relax must be one of {RELAX}, got {self.relax!r}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"TrainConfig.executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address.strip()):
+            raise ValueError(f"TrainConfig.ray_address must be a Ray address string or None, got {self.ray_address!r}")
+        if self.ray_address is not None and self.executor != "ray":
+            raise ValueError(f"TrainConfig.ray_address={self.ray_address!r} needs executor='ray', got executor={self.executor!r}")
         if self.relational and (self.method != "mibp" or self.mode == "per_sample"):
             raise ValueError(
                 f"TrainConfig.relational=True runs the joint MIBP program on affine forms: it needs method='mibp' and "

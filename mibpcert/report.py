@@ -35,7 +35,7 @@ __all__ = ["SCHEMA_VERSION", "build_report", "epoch_accuracy", "format_summary",
 
 # Version of the report.json layout (docs/report.schema.json): "MAJOR.MINOR". MINOR goes up when
 # fields are added; MAJOR when a field is removed or renamed or its meaning or type changes.
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 # ---------------------------------------------------------------------------------------------

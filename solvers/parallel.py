@@ -1,16 +1,18 @@
-"""Process-parallel bounding.
+"""Parallel bounding behind one small interface, :class:`Executor`.
 
-Work is cut into chunks that do not depend on the number of workers, and every chunk is bounded by
-a fresh backend instance (its own solver model, built in the worker from the pickled
-:class:`~mibpcert.ir.program.Program`). A chunk's result therefore does not depend on which process
-solves it, so the results (``seconds`` aside) are the same for every worker count, given a
-deterministic solver and no time limit being hit.
+Work is cut into chunks that do not depend on the executor, and every chunk is bounded by a fresh
+backend instance (:func:`solve_jobs`: its own solver model, built where the chunk runs from the
+pickled :class:`~mibpcert.ir.program.Program`). A chunk's result therefore does not depend on which
+process or machine solves it, so the results (``seconds`` aside) are the same for every executor
+(:class:`SolverPool` here, :class:`~mibpcert.solvers.executors.RayExecutor`) and every worker
+count, given a deterministic solver and no time limit being hit.
 
 Workers are started with the ``spawn`` method (safe next to torch/OpenMP state in the parent), so
 callers running a script must guard their entry point with ``if __name__ == "__main__":``.
 """
 from __future__ import annotations
 
+import abc
 import concurrent.futures as cf
 import dataclasses
 import multiprocessing as mp
@@ -28,8 +30,9 @@ from .registry import get_backend
 Job = tuple
 
 
-def _solve_jobs(backend_name: str, jobs: list[Job], options: SolveOptions) -> list[list[ObjectiveBound]]:
-    """Bound each job with a fresh backend (runs in a worker, or in-process when serial)."""
+def solve_jobs(backend_name: str, jobs: list[Job], options: SolveOptions) -> list[list[ObjectiveBound]]:
+    """Bound each job of one chunk with a fresh backend: what every executor runs per chunk (in a
+    worker, or in this process when serial), so a chunk's result does not depend on where it ran."""
     backend = get_backend(backend_name)
     out = []
     for job in jobs:
@@ -45,8 +48,30 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-class SolverPool:
-    """A reusable pool of solver worker processes (``spawn`` by default).
+class Executor(abc.ABC):
+    """Runs chunks of jobs with :func:`solve_jobs`, one call per chunk, and returns their results
+    in input order. ``workers``: how many chunks it runs at once (the callers cut the work for it).
+    Reusable across calls until :meth:`close`; a context manager."""
+
+    workers: int
+
+    @abc.abstractmethod
+    def map_chunks(self, backend_name: str, chunks: list[list[Job]], options: SolveOptions) -> list[list[list[ObjectiveBound]]]:
+        """``[solve_jobs(backend_name, chunk, options) for chunk in chunks]``, run in parallel."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the workers (this executor cannot be used afterwards)."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SolverPool(Executor):
+    """The local executor: a reusable pool of solver worker processes (``spawn`` by default).
 
     Starting a worker costs an interpreter plus the ``mibpcert`` import (seconds, with torch), so a
     caller that bounds many batches (e.g. once per training step) should keep one pool open and
@@ -67,26 +92,21 @@ class SolverPool:
         for f in [self._executor.submit(os.getpid) for _ in range(self.workers)]:
             f.result()
 
-    def map_chunks(self, backend_name: str, chunks: list[list[Job]], options: SolveOptions):
-        futs = [self._executor.submit(_solve_jobs, backend_name, c, options) for c in chunks]
+    def map_chunks(self, backend_name: str, chunks: list[list[Job]], options: SolveOptions) -> list[list[list[ObjectiveBound]]]:
+        """Each chunk is pickled to its worker whole (with its programs)."""
+        futs = [self._executor.submit(solve_jobs, backend_name, c, options) for c in chunks]
         return [f.result() for f in futs]
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> "SolverPool":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 def _run(backend_name: str, chunks: list[list[Job]], options: SolveOptions, workers: int,
-         pool: SolverPool | None):
+         pool: Executor | None):
     if pool is not None:
         return pool.map_chunks(backend_name, chunks, options)
     if workers <= 1 or len(chunks) <= 1:
-        return [_solve_jobs(backend_name, c, options) for c in chunks]
+        return [solve_jobs(backend_name, c, options) for c in chunks]
     with SolverPool(min(workers, len(chunks))) as tmp:
         return tmp.map_chunks(backend_name, chunks, options)
 
@@ -98,14 +118,14 @@ def bound_parallel(
     options: SolveOptions,
     workers: int = 1,
     chunk_size: int = 16,
-    pool: SolverPool | None = None,
+    pool: Executor | None = None,
 ) -> list[ObjectiveBound]:
     """Bounds of ``objectives`` over one ``program``, in input order.
 
     The objectives are cut into consecutive chunks of ``chunk_size`` (independent of ``workers``);
-    each chunk gets its own solver model (warm starts stay within a chunk). ``workers <= 1`` (and
-    no ``pool``) runs the same chunks serially in this process; without a ``pool`` a temporary one
-    with ``workers`` processes is started and shut down."""
+    each chunk gets its own solver model (warm starts stay within a chunk). ``pool``: an
+    :class:`Executor` to run the chunks on; without one, ``workers <= 1`` runs the same chunks
+    serially in this process and ``workers > 1`` a temporary :class:`SolverPool`."""
     objectives = list(objectives)
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
@@ -122,20 +142,20 @@ def bound_many(
     options: SolveOptions,
     workers: int = 1,
     jobs_per_chunk: int | None = None,
-    pool: SolverPool | None = None,
+    pool: Executor | None = None,
 ) -> list[list[ObjectiveBound]]:
     """Bounds for many ``(program, objectives[, warm_start])`` jobs (e.g. one small program per
     training sample).
 
     Returns one list per job, in input order. Each job is bounded whole by one backend call, so the
     result does not depend on ``workers`` or on the chunking; chunks of consecutive jobs
-    (default: about four per worker) only balance the load and amortise pickling. ``pool``: a
-    :class:`SolverPool` to reuse; otherwise ``workers > 1`` starts a temporary one."""
+    (default: about four per worker) only balance the load and amortise pickling. ``pool``: an
+    :class:`Executor` to reuse; otherwise ``workers > 1`` starts a temporary :class:`SolverPool`."""
     jobs = [(j[0], list(j[1])) + tuple(j[2:3]) for j in jobs]
     if not jobs:
         return []
     if pool is None and workers <= 1:
-        return _solve_jobs(backend_name, jobs, options)
+        return solve_jobs(backend_name, jobs, options)
     n_workers = pool.workers if pool is not None else workers
     if jobs_per_chunk is None:
         jobs_per_chunk = max(1, -(-len(jobs) // (4 * n_workers)))

@@ -38,6 +38,11 @@ from mibpcert import TrainConfig
         (dict(method="affine", relational=True), "needs method='mibp' and mode='joint' or 'auto'"),
         (dict(method="mibp", mode="per_sample", relational=True),
          "needs method='mibp' and mode='joint' or 'auto', got method='mibp', mode='per_sample'"),
+        (dict(executor="dask"), r"TrainConfig.executor must be one of \('local', 'ray'\), got 'dask'"),
+        (dict(executor=None), "TrainConfig.executor must be one of"),
+        (dict(executor="ray", ray_address=6379), "TrainConfig.ray_address must be a Ray address string or None, got 6379"),
+        (dict(executor="ray", ray_address=" "), "TrainConfig.ray_address must be a Ray address string"),
+        (dict(ray_address="auto"), "TrainConfig.ray_address='auto' needs executor='ray', got executor='local'"),
     ],
 )
 def test_bad_config(kw, match):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from mibpcert import cli
-from mibpcert.config import DTYPES, METHODS, MODES, RELAX, TrainConfig
+from mibpcert.config import DTYPES, EXECUTORS, METHODS, MODES, RELAX, TrainConfig
 from mibpcert.losses import LOSSES
 from mibpcert.report import SCHEMA_VERSION, json_safe
 from mibpcert.threats import from_config
@@ -212,7 +212,7 @@ def test_schema_matches_the_code():
     assert set(tc["properties"]) == set(tc["required"]) == {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(DEFS["method"]["enum"]) == set(METHODS) and set(DEFS["loss"]["enum"]) == set(LOSSES)
     assert set(tc["properties"]["mode"]["enum"]) == set(MODES) and set(tc["properties"]["relax"]["enum"]) == set(RELAX)
-    assert set(tc["properties"]["dtype"]["enum"]) == set(DTYPES)
+    assert set(tc["properties"]["dtype"]["enum"]) == set(DTYPES) and set(tc["properties"]["executor"]["enum"]) == set(EXECUTORS)
     assert set(DEFS["xnumber"]["anyOf"][1]["enum"]) == {json_safe(v) for v in (math.inf, -math.inf, math.nan)}
 
     def walk(node: Any, where: str) -> None:  # the conditions (allOf, if/then/else, not) need none

@@ -24,7 +24,8 @@ from ..interval.tensor import Interval, cast_down, cast_up, rounding_enabled
 from ..losses import get_loss
 from ..model import ModelSpec
 from ..solvers import LicenceLimit, SolveOptions, SolverUnavailable, Status, get_backend
-from ..solvers.parallel import SolverPool, bound_many
+from ..solvers.executors import make_executor
+from ..solvers.parallel import bound_many
 from ..threats import TaskInfo
 from .relational_step import relational_program
 from .training_step import StepProgram, StepSetting, TraceBounds, joint_program, sample_program
@@ -43,7 +44,9 @@ class StepTightener:
         self.backend = get_backend(cfg.backend)  # fail early: unknown name or missing package
         self.misfit_said = False  # the licence fallback is announced once, at its first step
         self.options = SolveOptions(time_limit=cfg.time_limit, threads=cfg.threads, relax=cfg.relax, partitions=cfg.partitions)
-        self.pool = SolverPool(cfg.workers) if cfg.workers > 1 else None  # reused by every step
+        # reused by every step; a missing Ray is said here, before any step
+        self.pool = (make_executor(cfg.executor, cfg.workers, cfg.ray_address)
+                     if cfg.executor != "local" or cfg.workers > 1 else None)
         self.solved_before = False  # a licence limit after the first solved step falls back, before it raises
         # The symbol ties of the relational program make HiGHS's dual simplex slow (about 2 s per
         # side on Moons-100 against 0.4 s): its LPs are solved by the interior point method without
@@ -153,7 +156,8 @@ class StepTightener:
 
     def _bound(self, backend_name: str, progs: list, options: SolveOptions) -> list:
         """Bounds of every objective of ``progs`` with one backend; a single (joint) program's
-        objectives are shared out over the pool's workers, one consecutive slice each."""
+        objectives are shared out over the executor's workers, one consecutive slice each (the
+        program itself is sent once per step to Ray, once per slice to local workers)."""
         if not progs:
             return []
         jobs = [(p.program, p.exprs, p.start) for p, _, _ in progs]

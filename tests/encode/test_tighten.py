@@ -25,21 +25,8 @@ import mibpcert.solvers.highs as highs_mod
 from mibpcert import TrainConfig, certified_train
 from mibpcert.solvers import ObjectiveBound, SolverUnavailable, Status
 from tests.helpers.backends import require
-from tests.helpers.bounds import assert_box_inside, assert_in_box
+from tests.helpers.bounds import assert_box_inside, assert_in_box, assert_same_box
 from tests.helpers.mibp import BATCH, N, attack_nets, case_data, make_data, mibp_cfg, run_interval
-
-
-def assert_same_box(a, b, what="", tol=0.0):
-    """Equal boxes (``tol=0``: bit for bit; else up to ``tol`` relative)."""
-    for name, (lo, hi) in a.param_bounds.items():
-        blo, bhi = b.param_bounds[name]
-        if tol == 0:
-            assert torch.equal(lo, blo) and torch.equal(hi, bhi), f"{what}: {name} differs"
-        else:
-            pad = tol * (1 + torch.maximum(blo.abs(), bhi.abs()))
-            assert ((lo - blo).abs() <= pad).all() and ((hi - bhi).abs() <= pad).all(), (
-                f"{what}: {name} differs by up to {float(torch.maximum((lo - blo).abs(), (hi - bhi).abs()).max()):.3e}"
-            )
 
 
 class Spy:

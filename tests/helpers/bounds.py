@@ -18,6 +18,19 @@ def mean_width(res) -> float:
     return float((hi - lo).mean())
 
 
+def assert_same_box(a, b, what="", tol=0.0):
+    """Equal boxes (``tol=0``: bit for bit; else up to ``tol`` relative)."""
+    for name, (lo, hi) in a.param_bounds.items():
+        blo, bhi = b.param_bounds[name]
+        if tol == 0:
+            assert torch.equal(lo, blo) and torch.equal(hi, bhi), f"{what}: {name} differs"
+        else:
+            pad = tol * (1 + torch.maximum(blo.abs(), bhi.abs()))
+            assert ((lo - blo).abs() <= pad).all() and ((hi - bhi).abs() <= pad).all(), (
+                f"{what}: {name} differs by up to {float(torch.maximum((lo - blo).abs(), (hi - bhi).abs()).max()):.3e}"
+            )
+
+
 def assert_in_box(res, net, what: str = "") -> None:
     state = net.state_dict()
     for name, (lo, hi) in res.param_bounds.items():

@@ -12,12 +12,14 @@ different methods interleaved so that load on the machine hits them alike):
 * ``certified_train (interval)``: the whole call, as the user pays it: it trains the nominal model
   too, runs the interval step, checks widths and soundness and logs each step.
 * ``... interval_step only``: the time spent inside ``mibpcert.steps.interval.interval_step`` during
-  that call (measured by wrapping the function ``mibpcert.train`` calls).
+  that call (measured by wrapping the function ``mibpcert.train`` calls), and of it the time in the
+  loss's interval bounds (``Loss.bounds`` of ``mibpcert.losses``: loss values and gradients).
 * the same two rows with outward rounding off and with ``exact_matmul=True``.
 
-It also counts the torch operators one training step dispatches (nominal step vs interval step):
-at this size every operator costs a few microseconds of dispatch whatever its size, so the time
-ratio follows the operator-count ratio, not the FLOP ratio.
+It also counts the torch operators one training step dispatches (nominal step vs interval step
+from a box of an earlier step, and the loss's share of the latter): at this size every operator
+costs a few microseconds of dispatch whatever its size, so the time follows the operator count
+(roughly: reductions and broadcasts cost more than plain element-wise operators), not the FLOPs.
 
 Usage::
 
@@ -27,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import cProfile
 import os
@@ -43,7 +46,7 @@ from common import profile_top, versions, write_result
 import mibpcert.bounders as mbounders
 from mibpcert.config import TrainConfig
 from mibpcert.data import two_moons
-from mibpcert.losses import per_sample_loss
+from mibpcert.losses import get_loss, per_sample_loss
 from mibpcert.steps.interval import interval_step as _interval_step
 from mibpcert.model import mlp
 from mibpcert.threats import LinfFeatures
@@ -69,41 +72,52 @@ def plain_train(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, lr: fl
     return net
 
 
-class StepTimer:
-    """Wraps the ``interval_step`` that the step bounders (``mibpcert.bounders``) call and adds up its
-    wall time."""
+LOSS = type(get_loss("bce"))  # its ``bounds`` is what the interval step calls
 
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.calls = 0
 
-    def __enter__(self):
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            out = _interval_step(*args, **kwargs)
-            self.seconds += time.perf_counter() - t0
-            self.calls += 1
-            return out
+@contextlib.contextmanager
+def wrapped(owner, name: str, around):
+    """Inside the block, a call of ``owner.name`` (a function the code under test looks up there:
+    ``interval_step`` in ``mibpcert.bounders``, ``bounds`` of the loss class) runs
+    ``around(real, *args, **kwargs)``."""
+    real, own = getattr(owner, name), name in vars(owner)
+    setattr(owner, name, lambda *args, **kwargs: around(real, *args, **kwargs))
+    try:
+        yield
+    finally:
+        if own:
+            setattr(owner, name, real)
+        else:
+            delattr(owner, name)
 
-        mbounders.interval_step = timed
-        return self
 
-    def __exit__(self, *exc):
-        mbounders.interval_step = _interval_step
+def timed(owner, name: str, seconds: list[float]):
+    """:func:`wrapped` adding the wall time of each call to ``seconds[0]``."""
+    def around(real, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            seconds[0] += time.perf_counter() - t0
+
+    return wrapped(owner, name, around)
 
 
 def cert_train(model, X, y, threat, cfg, flush_denormal: bool = False):
+    """One timed ``certified_train`` call: (result, total seconds, seconds in the interval step,
+    seconds in the loss's interval bounds)."""
+    step, loss = [0.0], [0.0]
     if flush_denormal:
         torch.set_flush_denormal(True)
     try:
-        with StepTimer() as st:
+        with timed(mbounders, "interval_step", step), timed(LOSS, "bounds", loss):
             t0 = time.perf_counter()
             res = certified_train(model, X, y, threat, cfg)
             total = time.perf_counter() - t0
     finally:
         if flush_denormal:
             torch.set_flush_denormal(False)
-    return res, total, st.seconds
+    return res, total, step[0], loss[0]
 
 
 def subnormal_share(model, X, y, threat) -> float:
@@ -131,20 +145,30 @@ def subnormal_share(model, X, y, threat) -> float:
 # ------------------------------------------------------------------------------------------------
 # operator counts
 # ------------------------------------------------------------------------------------------------
-def count_ops(fn) -> Counter:
-    """Count the aten operators ``fn`` dispatches (forward, autograd backward and optimizer)."""
+def count_ops(fn) -> tuple[Counter, int]:
+    """Count the aten operators ``fn`` dispatches (forward, autograd backward and optimizer), and
+    how many of them the loss's interval bounds (``LOSS.bounds``) dispatch."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     counts: Counter = Counter()
+    in_loss = [0, 0]  # depth, operators
 
     class Count(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             counts[str(func.overloadpacket.__name__)] += 1
+            in_loss[1] += in_loss[0] > 0
             return func(*args, **(kwargs or {}))
 
-    with Count():
+    def around(real, *args, **kwargs):
+        in_loss[0] += 1
+        try:
+            return real(*args, **kwargs)
+        finally:
+            in_loss[0] -= 1
+
+    with wrapped(LOSS, "bounds", around), Count():
         fn()
-    return counts
+    return counts, in_loss[1]
 
 
 def step_op_counts(model, X, y, threat, lr) -> dict[str, int]:
@@ -164,13 +188,17 @@ def step_op_counts(model, X, y, threat, lr) -> dict[str, int]:
 
     info = TaskInfo("binary", 2, X.shape[1], 100)
     box = {n: Interval.point(p.detach().clone()) for n, p in model.state_dict().items()}
-    out = {"nominal SGD step": sum(count_ops(nominal).values())}
+    box = _interval_step(spec, box, threat.region(Xb, yb, info), "bce", lr).params  # as in later steps
+    out = {"nominal SGD step": sum(count_ops(nominal)[0].values())}
     for label, rounding, exact in (("interval step", True, False), ("interval step, rounding off", False, False), ("interval step, exact_matmul", True, True)):
         def iv():
             with outward_rounding(rounding):
                 _interval_step(spec, box, threat.region(Xb, yb, info), "bce", lr, exact=exact)
 
-        out[label] = sum(count_ops(iv).values())
+        counts, in_loss = count_ops(iv)
+        out[label] = sum(counts.values())
+        if label == "interval step":
+            out["  ↳ of which the loss's interval bounds (`mibpcert.losses`)"] = in_loss
     return out
 
 
@@ -205,7 +233,7 @@ def main(argv=None) -> int:
     # warm-up (and the equality check of the two nominal trajectories)
     ref = plain_train(model, X, y, args.lr, args.epochs, args.batch)
     for cfg in configs.values():
-        res, _, _ = cert_train(model, X, y, threat, cfg)
+        res, *_ = cert_train(model, X, y, threat, cfg)
     # same trajectory up to the rounding of the loss reduction (F.bce mean vs per-sample then mean)
     nominal_diff = max(float((p - q).abs().max()) for p, q in zip(ref.state_dict().values(), res.nominal.state_dict().values()))
     if nominal_diff > 1e-9:
@@ -220,14 +248,16 @@ def main(argv=None) -> int:
     for k in runs:
         times[k] = []
         times[k + "/step"] = []
+        times[k + "/loss"] = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         plain_train(model, X, y, args.lr, args.epochs, args.batch)
         times["plain"].append(time.perf_counter() - t0)
         for k, cfg in runs.items():
-            _, total, step = cert_train(model, X, y, threat, cfg, flush_denormal=(k == "ftz"))
+            _, total, step, loss_s = cert_train(model, X, y, threat, cfg, flush_denormal=(k == "ftz"))
             times[k].append(total)
             times[k + "/step"].append(step)
+            times[k + "/loss"].append(loss_s)
 
     med = {k: statistics.median(v) for k, v in times.items()}
     plain = med["plain"]
@@ -240,6 +270,7 @@ def main(argv=None) -> int:
         rows.append((f"certified_train interval, {label}", med[k]))
         rows.append((f"  ↳ interval_step only, {label}", med[k + "/step"]))
         if k == "rounding on":
+            rows.append(("    ↳ of which the loss's interval bounds (`mibpcert.losses`), rounding on", med[k + "/loss"]))
             rest = statistics.median(a - b for a, b in zip(times[k], times[k + "/step"]))
             rows.append(("  ↳ rest of the call (nominal step, checks, log), rounding on", rest))
 
@@ -309,51 +340,49 @@ def main(argv=None) -> int:
 ANALYSIS = """\
 ## Where the time goes
 
-* **Dispatch, not arithmetic.** At 2-20-1 and batch 100 every tensor holds at most 4,000 numbers, so
-  each torch operator costs its fixed dispatch overhead (a few µs), whatever it computes. One interval
-  step dispatches about 11× as many operators as one nominal SGD step (operator table; the nominal
-  step's operators each carry autograd/optimizer bookkeeping, so the time ratio of the interval step
-  is somewhat below 11×). About half of the interval step's operators come from outward rounding
-  (`nextafter` on both bounds, each with a `full_like(±inf)` allocation, and error terms `gamma·|x|`
-  for every sum and matmul): compare the rounding-off rows.
-* **The rest of `certified_train` alone costs several times plain torch** (row "rest of the call"):
-  the nominal step itself (1×) plus per-step bookkeeping: the soundness check (a Python loop over
-  parameters, six operators each), the widths computed twice, `float()` conversions for the log,
-  the threat region and the batch indexing. Even a free interval step would leave the call near or
-  above the 4× target; both parts need work.
-* **Subnormal numbers.** Outward rounding moves every exact 0 (inactive ReLU units, zero factors of
-  the per-sample gradient outer products) to ±4.9e-324, a subnormal; about half of the per-sample
-  gradient bounds are such numbers, and x86 arithmetic on subnormals is slow. The flush-to-zero row
-  shows their cost at this size (roughly 10-20% of the interval step in our runs); at 2-512-1 they
-  dominate (rounding on 13.1 s vs 5.2 s off and 8.0 s with flush-to-zero, one run). Flush-to-zero
-  itself is not a fix: it undoes the outward move.
-* **Not the culprit:** the matrix products themselves (tiny); `exact_matmul` costs ~10-15% more.
-* For scale: FullCert (appendix B.1) reports 7.6 s vs 0.5 s in PyTorch for 100 epochs of a
-  two-layer net on Two-Moons, i.e. ~15× with BoundFlow, the same order as here.
+* **Dispatch, not arithmetic.** At 2-20-1 and batch 100 a tensor holds at most 16,000 numbers, so
+  every torch operator costs a few µs of fixed overhead (Python binding, dispatcher, allocation,
+  iterator set-up) whatever it computes: ~5 µs per operator of the interval step on average, against
+  ~10 µs per operator of the nominal step (autograd and optimizer bookkeeping included).
+* **The loss's interval bounds** (`mibpcert.losses`: `BCE.interval_bounds`, `over_labels`; rows "of
+  which the loss's interval bounds"): ~90 operators and about 1× plain torch by themselves. They
+  include bounds on the loss values, which the interval step does not use (a softplus per bound and
+  label), a label hull of 13 operators per quantity (a new ±inf tensor per call) and each
+  element-wise function applied to the two bounds separately.
+* **The nominal step and the threat region** (in "rest of the call"): the nominal SGD step costs
+  ~1.1-1.2× plain torch by itself (a per-sample loss, then its mean, as the loss object defines
+  it); the region ~0.1× (`one_hot` of the labels, with two host syncs, every step). With the loss
+  bounds that is ~2.3× of the 4× budget before any interval arithmetic.
+* **The interval arithmetic** (the other ~135 operators of the step, ~2.4× plain torch): bounds are
+  kept as stacked `(2, ...)` tensors where that saves operators (one in-place `nextafter` per
+  rounded pair; one operator for a ReLU, a bias addition, a scaling, a reshape, the batch sums and
+  the update), and the parameter box is a view of the flat vector the update produced. What is left
+  is the mid-radius product: per layer and direction five matrix products, the `gamma` error term
+  and the midpoint and radius of each factor, every rounding of which keeps the bounds as they were
+  (bit for bit). Operator counts are only a proxy: a reduction over the stacked dimension or a
+  three-operand broadcast costs more than a plain element-wise operator, so some operations keep
+  the two bounds apart (midpoint and radius, `monotone`).
+* **Per-step check and log**: one flat comparison of the nominal parameters with the box, the widths
+  and one `.tolist()` for every number of the step (~16 operators).
+* **Subnormals**: outward rounding still moves exact zeros to ±4.9e-324 (the share above), but on
+  this CPU flushing them saves nothing measurable (flush row; also at 2-512-1), so avoiding them
+  would not pay here; CPUs that handle subnormals in microcode may differ.
+* **Not used: `torch.compile`.** Inductor generates C++ with its own reduction order and
+  (configurably) fused multiply-adds, while the rounding error bounds here assume each operation
+  rounds once, in the order written; compiled bound arithmetic would need its own soundness
+  argument. TorchScript (deprecated) runs the same operators without Python: ~18% faster on a
+  mid-radius product in a quick test.
 
-## Suggestions (library code; not changed here)
+## Suggestions (outside the interval path's files)
 
-1. Avoid subnormals: multiply by the {0,1} ReLU-derivative mask without rounding (exact), and in
-   `Interval.__mul__`/`scale` do not move a result that is 0 because a factor is exactly 0 (exact
-   product); elsewhere widen a zero to ∓`finfo.tiny` (normal) instead of `nextafter` (subnormal).
-2. `_down`/`_up`: pass a cached 0-dim ±inf tensor to `torch.nextafter` (it broadcasts) instead of
-   `full_like` on every call: ~70 of ~490 operators per step.
-3. Store an interval as one stacked tensor `(2, ...)` so symmetric work (ReLU, point scaling, the
-   rounding error terms, `nextafter`) is one operator instead of two.
-4. With every sample in one region (`k=None`), compute each weight's gradient *sum* directly: for
-   post-ReLU activations `a ≥ 0`, `Σ_b [d_b]·[a_b]` is exactly `d.lo⁺ᵀa.lo + d.lo⁻ᵀa.hi` (lower) and
-   `d.hi⁺ᵀa.hi + d.hi⁻ᵀa.lo` (upper), four matmuls instead of materialising `(B, out, in)` corner
-   products, their min/max and a rounded sum (plus the usual `gamma_B` error terms; the top-k path
-   still needs per-sample gradients).
-5. In `certified_train`, compute the widths once per step (they are computed twice without a
-   tightener) and check soundness on one flattened tensor.
-6. Fusion: a naive `torch.compile(interval_step)` does not help (graph breaks on the rounding
-   context variable and Python scalars, a ~5 minute first compile, no speed-up, and it changed bounds
-   by ~1e-16, so compiled rounding would need its own soundness check). A pure-tensor step function
-   with the rounding flag as an argument would be the prerequisite.
-7. A GPU is not expected to help at this size (every operator becomes a kernel launch; not
-   measured). Larger models amortise the dispatch cost, but with rounding on the subnormal cost
-   grows with the model (2-512-1: rounding on 2.5× slower than off), so 1. comes first.
+1. Losses: a gradient-only interval bound for the interval step (no loss values: ~30 operators
+   fewer), and `over_labels` with cached ±inf tensors.
+2. Threats: the label mask depends only on the labels; built once per data set it would save the
+   region's per-step `one_hot` and its host syncs.
+3. If bounds may change by an ulp (still sound, not tighter-or-equal): fold the per-product
+   rounding of the per-sample gradients into the batch sum's `gamma` term, and with every sample in
+   one region (`k=None`) take the weight-gradient sums as matrix products (`d.lo⁺ᵀa.lo + d.lo⁻ᵀa.hi`
+   for post-ReLU activations `a ≥ 0`) instead of `(B, out, in)` corner products.
 """
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -27,7 +28,7 @@ from .config import TrainConfig
 from .data_checks import check_training_data
 from .losses import get_loss
 from .steps.affine import check_size as check_affine_size
-from .steps.interval import ParamBox, box_widths
+from .steps.interval import ParamBox, flatten
 from .interval.tensor import Interval, check_exact_float32_matmul, outward_rounding
 from .model import ModelSpec, describe
 from .threats import TaskInfo, Threat
@@ -123,14 +124,15 @@ class TrainResult:
         return {n: hi - lo for n, (lo, hi) in self.param_bounds.items()}
 
 
-def _batches(n: int, cfg: TrainConfig, epoch: int, device) -> list[torch.Tensor]:
+def _batches(n: int, cfg: TrainConfig, epoch: int, device) -> list[tuple[torch.Tensor, slice | torch.Tensor]]:
+    """Each batch's row indices, with what selects its rows: a slice when the order is the given
+    one (a view of the data, no copy), else the indices."""
     if cfg.shuffle:
         g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        order = torch.randperm(n, generator=g)
-    else:
-        order = torch.arange(n)
-    order = order.to(device)
-    return [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+        order = torch.randperm(n, generator=g).to(device)
+        return [(order[i : i + cfg.batch_size],) * 2 for i in range(0, n, cfg.batch_size)]
+    order = torch.arange(n, device=device)
+    return [(order[i : i + cfg.batch_size], slice(i, i + cfg.batch_size)) for i in range(0, n, cfg.batch_size)]
 
 
 def _check_description(spec: ModelSpec, model: torch.nn.Module, X: torch.Tensor) -> None:
@@ -158,21 +160,32 @@ def _describe_layers(spec: ModelSpec) -> str:
     return " -> ".join(f"Linear({d.in_features}, {d.out_features})" + (" -> ReLU" if d.relu else "") for d in spec.layers)
 
 
-def _check_inside(box: ParamBox, nominal: torch.nn.Module, step: int, tol: float) -> None:
-    state = nominal.state_dict()
-    p = torch.cat([state[n].reshape(-1) for n in box])
-    lo = torch.cat([iv.lo.reshape(-1) for iv in box.values()])
-    hi = torch.cat([iv.hi.reshape(-1) for iv in box.values()])
+def _step_numbers(flat: torch.Tensor, p: torch.Tensor, sign: torch.Tensor, sizes: list[int],
+                  tol: float) -> tuple[bool, float, float, float, list[float]]:
+    """Everything a step checks and logs, in one transfer to the host: whether every width of the
+    stacked flat box ``flat`` (2, P) is finite, the largest and the mean width, how far the nominal
+    parameters ``p`` (P,) lie outside the box widened by ``tol * (1 + |p|)`` (> 0: outside
+    somewhere; the sign of a difference of two floats is exact; ``sign`` is [[-1], [1]]), and the
+    mean width of each tensor (``sizes``, in order). Means are sums divided on the host, as
+    ``Tensor.mean`` does."""
+    w = flat.diff(dim=0)  # (1, P): hi - lo
+    lim = flat if tol == 0 else torch.addcmul(flat, sign, tol * (1 + p.abs()))
+    outside = ((p - lim) * sign).amax()  # max over entries of lo - p and p - hi
+    vals = torch.stack([w.max(), w.min(), outside, w.sum()] + [c.sum() for c in w.split(sizes, dim=1)]).tolist()
+    finite = math.isfinite(vals[0]) and math.isfinite(vals[1])  # a NaN makes the maximum NaN
+    return finite, vals[0], vals[3] / w.numel(), vals[2], [s / n for s, n in zip(vals[4:], sizes)]
+
+
+def _outside_error(flat: torch.Tensor, p: torch.Tensor, names: list[str], sizes: list[int], step: int, tol: float) -> SoundnessError:
+    """The error for a box that excludes the nominal parameters ``p``: which tensor, how many entries."""
     slack = tol * (1 + p.abs())
-    bad = (p < lo - slack) | (p > hi + slack)
-    if bool(bad.any()):
-        first = int(bad.nonzero()[0])
-        sizes = torch.tensor([iv.lo.numel() for iv in box.values()]).cumsum(0)
-        name = list(box)[int((sizes <= first).sum())]
-        raise SoundnessError(
-            f"step {step}: the box of {name!r} excludes the nominal parameters at {int(bad.sum())} entries; "
-            "this is a bug in the bounds, please report it"
-        )
+    bad = (p < flat[0] - slack) | (p > flat[1] + slack)
+    first = int(bad.nonzero()[0])
+    name = names[int((torch.tensor(sizes).cumsum(0) <= first).sum())]
+    return SoundnessError(
+        f"step {step}: the box of {name!r} excludes the nominal parameters at {int(bad.sum())} entries; "
+        "this is a bug in the bounds, please report it"
+    )
 
 
 def certified_train(
@@ -218,7 +231,6 @@ def certified_train(
     opt = torch.optim.SGD(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.method == "affine" or cfg.relational:
         check_affine_size(spec, X.shape[0], spec.in_features, cfg.affine_symbols)
-    bounder = make_bounder(spec, cfg, info)
     loss = get_loss(cfg.loss)
     state = nominal.state_dict()
     box: ParamBox = {n: Interval.point(state[n].detach().clone()) for n in spec.param_names}
@@ -236,6 +248,7 @@ def certified_train(
     ckpt_path = os.path.join(cfg.checkpoint_dir, checkpoint.FILE) if cfg.checkpoint_dir else None
     fingerprint = checkpoint.fingerprint(model, spec, X, y, threat, cfg) if ckpt_path else ""
     ck = checkpoint.load(ckpt_path, fingerprint, device) if ckpt_path else None
+    bounder = make_bounder(spec, cfg, info)  # after the checkpoint check: another run's checkpoint starts no workers
     if ck is not None:
         start_step = ck["step"]
         box = {n: Interval(lo, hi, check=False) for n, (lo, hi) in ck["box"].items()}
@@ -256,6 +269,13 @@ def certified_train(
             history=[asdict(h) for h in history], epochs_done=epochs_done, bounder=bounder.saved_state()))
 
     tol = 0.0 if cfg.outward_rounding else (1e-12 if dtype == torch.float64 else 1e-5)  # rounding off: not sound
+    # per step: batches are row slices (contiguous, as the copies X[idx] were), and the check and
+    # log read the nominal parameters (``state`` aliases them: SGD and a resume update them in place)
+    X, y = X.contiguous(), y.contiguous()
+    names = spec.param_names
+    nominal_params = [state[k] for k in names]
+    sizes = [t.numel() for t in nominal_params]
+    sign = torch.tensor([[-1.0], [1.0]], dtype=dtype, device=device)
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
@@ -267,12 +287,12 @@ def certified_train(
     try:
         with outward_rounding(cfg.outward_rounding), stop:
             for epoch in range(cfg.epochs):
-                for idx in _batches(n, cfg, epoch, device):
+                for idx, rows in _batches(n, cfg, epoch, device):
                     step += 1
                     if step <= start_step:
                         continue
                     t0 = time.perf_counter()
-                    Xb, yb = X[idx], y[idx]
+                    Xb, yb = X[rows], y[rows]
                     theta_before = ({k: v.detach().clone() for k, v in nominal.state_dict().items()}
                                     if bounder.needs_nominal else {})
                     # nominal SGD step on the clean batch
@@ -283,31 +303,32 @@ def certified_train(
                     region = threat.region(Xb, yb, info)
                     ctx = StepContext(spec, cfg, info, threat, lr, theta_before)
                     new_box, stats = bounder.bound_step(box, Batch(Xb, yb, idx), region, ctx)
-                    w = box_widths(new_box)
-                    if not bool(torch.isfinite(w).all()):
+                    flat = flatten(new_box, names).stacked
+                    p = torch.cat([t.reshape(-1) for t in nominal_params])
+                    finite, max_w, mean_w, outside, tensor_w = _step_numbers(flat, p, sign, sizes, tol)
+                    if not finite:
                         prev = ", ".join(f"{s.step}:{s.max_width:.3g}" for s in steps_log[-5:])
                         raise BoundsDiverged(
                             f"parameter bounds became non-finite at step {step} (epoch {epoch}): training diverged "
                             f"under the bounds; max widths of the last steps: [{prev}]. Lower lr or eps."
                         )
-                    _check_inside(new_box, nominal, step, tol)
+                    if outside > 0:
+                        raise _outside_error(flat, p, names, sizes, step, tol)
                     box = new_box
-                    mean_w = float(w.mean())
                     iv_width = stats.pop("interval_mean_width", mean_w)  # bounders that tighten report it
                     steps_log.append(
                         StepLog(
-                            step=step, epoch=epoch, lr=lr, mean_width=mean_w, max_width=float(w.max()),
+                            step=step, epoch=epoch, lr=lr, mean_width=mean_w, max_width=max_w,
                             seconds=time.perf_counter() - t0, interval_mean_width=iv_width,
                             width_ratio=mean_w / iv_width if iv_width > 0 else 1.0,
-                            tensor_mean_width=dict(zip(box, torch.stack([c.mean() for c in w.split([iv.lo.numel() for iv in box.values()])]).tolist())),
-                            **stats,
+                            tensor_mean_width=dict(zip(names, tensor_w)), **stats,
                         )
                     )
                     if step == start_step + 1:
                         _estimate(steps_log[-1].seconds, step, total, cfg)
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(mean_w=f"{mean_w:.2e}", max_w=f"{float(w.max()):.2e}")
+                        bar.set_postfix(mean_w=f"{mean_w:.2e}", max_w=f"{max_w:.2e}")
                     if ckpt_path:
                         save_checkpoint()
                         if stop.signal is not None:

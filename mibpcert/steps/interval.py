@@ -15,11 +15,21 @@ from dataclasses import dataclass
 
 import torch
 
-from ..interval.tensor import Interval, directed_sum, linear
+from ..interval.tensor import Interval, directed_sums, linear, matmul, outer
 from ..losses import Loss, as_loss
 from ..model import ModelSpec
 
 ParamBox = dict  # name -> Interval
+
+
+class FlatBox(dict):
+    """A box made by :func:`unflatten`: its intervals are views of one flat interval, which
+    :func:`flatten` returns as it is (no copy) while the box still holds those intervals."""
+
+    def __init__(self, items: dict, flat: Interval) -> None:
+        super().__init__(items)
+        self.flat = flat
+        self.made = tuple(items.items())
 
 
 @dataclass
@@ -66,13 +76,12 @@ def sample_bounds(
         layer = spec.layers[li]
         a_prev = x if li == 0 else post[li - 1]
         deltas[li] = delta
-        grads[layer.weight] = delta.unsqueeze(2) * a_prev.unsqueeze(1)  # (B, out, in)
+        grads[layer.weight] = outer(delta, a_prev)  # (B, out, in)
         if layer.bias is not None:
             grads[layer.bias] = delta
         if li > 0:
-            w = params[layer.weight]
-            back = linear(delta, Interval(w.lo.T, w.hi.T, check=False), None, exact=exact)  # delta @ W
-            delta = back.gate(pre[li - 1].relu_grad()) if spec.layers[li - 1].relu else back
+            back = matmul(delta, params[layer.weight], exact=exact)
+            delta = back.relu_backward(pre[li - 1]) if spec.layers[li - 1].relu else back
     return SampleTrace(x, pre, post, loss_iv, dlogits, deltas, grads)
 
 
@@ -82,46 +91,40 @@ def aggregate(base: Interval, poisoned: Interval | None, k: int | None) -> Inter
     B = base.shape[0]
     if poisoned is None or k is None or k >= B:
         src = base if poisoned is None else poisoned.hull(base)
-        return Interval(directed_sum(src.lo, up=False), directed_sum(src.hi, up=True), check=False)
+        return Interval.from_stacked(directed_sums(src.stacked))
     if k == 0:
-        return Interval(directed_sum(base.lo, up=False), directed_sum(base.hi, up=True), check=False)
-    inc_hi = (poisoned.hi - base.hi).clamp_min(0)
-    inc_lo = (base.lo - poisoned.lo).clamp_min(0)
-    top_hi = torch.topk(inc_hi, k, dim=0).values
-    top_lo = torch.topk(inc_lo, k, dim=0).values
-    hi = directed_sum(torch.cat([base.hi, top_hi], 0), up=True)
-    lo = directed_sum(torch.cat([base.lo, -top_lo], 0), up=False)
-    return Interval(lo, hi, check=False)
+        return Interval.from_stacked(directed_sums(base.stacked))
+    sign = torch.tensor([-1.0, 1.0], dtype=base.dtype, device=base.device).reshape(2, 1, 1)
+    inc = ((poisoned.stacked - base.stacked) * sign).clamp_min(0)  # how far each bound may move outward
+    top = torch.topk(inc, k, dim=1).values * sign
+    return Interval.from_stacked(directed_sums(torch.cat([base.stacked, top], 1)))
 
 
 def flatten(box: ParamBox, names: list[str]) -> Interval:
     """All parameters of a box as one flat interval vector, in ``names`` order."""
-    return Interval(torch.cat([box[n].lo.reshape(-1) for n in names]), torch.cat([box[n].hi.reshape(-1) for n in names]), check=False)
+    if isinstance(box, FlatBox) and len(names) == len(box.made) and all(
+            n == m and box.get(n) is iv for n, (m, iv) in zip(names, box.made)):
+        return box.flat
+    return Interval.from_stacked(torch.cat([box[n].stacked.reshape(2, -1) for n in names], 1))
 
 
 def box_widths(box: ParamBox) -> torch.Tensor:
     """Every parameter's width ``hi - lo`` as one flat vector."""
-    return torch.cat([(iv.hi - iv.lo).reshape(-1) for iv in box.values()])
+    return flatten(box, list(box)).width()
 
 
 def unflatten(flat: Interval, spec: ModelSpec) -> ParamBox:
-    """Inverse of :func:`flatten` for ``spec.param_names``."""
-    out, o = {}, 0
-    for name, shape in spec.param_shapes().items():
-        n = int(torch.Size(shape).numel())
-        out[name] = Interval(flat.lo[o : o + n].reshape(shape), flat.hi[o : o + n].reshape(shape), check=False)
-        o += n
-    return out
+    """Inverse of :func:`flatten` for ``spec.param_names`` (the parameters' bounds are views of
+    ``flat``'s)."""
+    shapes = spec.param_shapes()
+    parts = flat.stacked.split([int(torch.Size(s).numel()) for s in shapes.values()], dim=1)
+    return FlatBox({name: Interval.from_stacked(part.reshape((2,) + shape)) for (name, shape), part in zip(shapes.items(), parts)}, flat)
 
 
 def flat_grads(trace: SampleTrace, names: list[str]) -> Interval:
     """Per-sample gradients of every parameter as one (B, P) interval."""
     B = trace.inputs.shape[0]
-    return Interval(
-        torch.cat([trace.grads[n].lo.reshape(B, -1) for n in names], 1),
-        torch.cat([trace.grads[n].hi.reshape(B, -1) for n in names], 1),
-        check=False,
-    )
+    return Interval.from_stacked(torch.cat([trace.grads[n].stacked.reshape(2, B, -1) for n in names], 2))
 
 
 @dataclass
@@ -171,12 +174,12 @@ def keep_frozen(spec: ModelSpec, before: Interval, after: Interval) -> Interval:
     if not spec.frozen:
         return after
     keep = spec.frozen_mask(after.device)
-    return Interval(torch.where(keep, before.lo, after.lo), torch.where(keep, before.hi, after.hi), check=False)
+    return Interval.from_stacked(torch.where(keep, before.stacked, after.stacked))
 
 
 def _cat_labels(a, b):
     if isinstance(a, Interval):
-        return Interval(torch.cat([a.lo, b.lo]), torch.cat([a.hi, b.hi]), check=False)
+        return Interval.from_stacked(torch.cat([a.stacked, b.stacked], 1))
     return torch.cat([a, b])
 
 

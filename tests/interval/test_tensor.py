@@ -11,7 +11,7 @@ import itertools
 import pytest
 import torch
 
-from mibpcert.interval.tensor import Interval, cast_down, cast_up, linear, matmul, monotone, outward_rounding
+from mibpcert.interval.tensor import Interval, cast_down, cast_up, linear, matmul, monotone, outer, outward_rounding
 
 F64 = torch.float64
 N_SAMPLES = 400
@@ -440,3 +440,67 @@ def test_casts_of_extreme_values():
     assert torch.isfinite(down[0]) and torch.isinf(up[0]) and torch.isinf(down[1])
     same = torch.tensor([0.5, 2.0], dtype=F64)
     assert torch.equal(cast_down(same, F64), same) and torch.equal(cast_up(same, F64), same)
+
+
+# ---------------------------------------------------------------------------------------------
+# representation: separate bounds or one stacked (2, ...) tensor, same results
+# ---------------------------------------------------------------------------------------------
+def _stacked(iv: Interval) -> Interval:
+    return Interval.from_stacked(torch.stack((iv.lo, iv.hi)))
+
+
+REPRESENTATION_OPS = {
+    "add": lambda a, b, w, p: a + b,
+    "sub": lambda a, b, w, p: a - b,
+    "mul": lambda a, b, w, p: a * b,
+    "add_point": lambda a, b, w, p: a + p,
+    "sub_float": lambda a, b, w, p: a - 0.3,
+    "rsub_float": lambda a, b, w, p: 0.3 - a,
+    "scale_neg": lambda a, b, w, p: a.scale(-0.7),
+    "scale_tensor": lambda a, b, w, p: a.scale(p),
+    "neg": lambda a, b, w, p: -a,
+    "relu": lambda a, b, w, p: a.relu(),
+    "sum": lambda a, b, w, p: a.sum(0),
+    "gate": lambda a, b, w, p: a.gate(b.relu_grad()),
+    "relu_backward": lambda a, b, w, p: a.relu_backward(b),
+    "linear": lambda a, b, w, p: linear(a, w, b[0]),
+    "linear_exact": lambda a, b, w, p: linear(a, w, b[0], exact=True),
+    "matmul": lambda a, b, w, p: matmul(a, w),
+    "matmul_exact": lambda a, b, w, p: matmul(a, w, exact=True),
+    "monotone": lambda a, b, w, p: monotone(torch.sigmoid, a),
+    "outer": lambda a, b, w, p: outer(a, b),
+    "views": lambda a, b, w, p: a[1:, 2].reshape(-1).unsqueeze(0),
+}
+
+
+@pytest.mark.parametrize("op", sorted(REPRESENTATION_OPS))
+@pytest.mark.parametrize("rounding", [True, False])
+def test_stacked_bounds_give_the_same_results_bit_for_bit(op, rounding):
+    """Every operation gives the same bounds whichever form (two tensors, one stacked tensor, or
+    a mix) its operands hold."""
+    fn = REPRESENTATION_OPS[op]
+    a, b, w, p = rand_iv(6, 5), rand_iv(6, 5), rand_iv(5, 5), torch.randn(5, dtype=F64)
+    with outward_rounding(rounding):
+        ref = fn(a, b, w, p)
+        for sa, sb in ((True, True), (True, False), (False, True)):
+            out = fn(_stacked(a) if sa else a, _stacked(b) if sb else b, _stacked(w), p)
+            assert torch.equal(out.lo, ref.lo) and torch.equal(out.hi, ref.hi), (sa, sb)
+
+
+def test_outer_contains_the_sampled_products():
+    a, b = rand_iv(7, 4), rand_iv(7, 3)
+    out = outer(a, b)
+    assert out.shape == (7, 4, 3)
+    assert_inside(out, samples(a).unsqueeze(-1) * samples(b).unsqueeze(-2))
+
+
+def test_pickles_of_both_forms_and_of_the_former_slots():
+    import pickle
+
+    a = rand_iv(3, 2)
+    for iv in (a, _stacked(a)):
+        back = pickle.loads(pickle.dumps(iv))
+        assert torch.equal(back.lo, a.lo) and torch.equal(back.hi, a.hi) and torch.equal(back.stacked, iv.stacked)
+    old = Interval.__new__(Interval)
+    old.__setstate__((None, {"lo": a.lo, "hi": a.hi}))  # what versions with slots lo and hi pickled
+    assert torch.equal(old.lo, a.lo) and torch.equal(old.hi, a.hi)

@@ -105,3 +105,22 @@ def test_one_step_bounds_contain_and_attain(case_id):
         tol = 1e-9
         assert torch.allclose(reached_hi, hi, rtol=0, atol=tol), f"upper bound not attained: bound {hi.tolist()}, attack {reached_hi.tolist()}"
         assert torch.allclose(reached_lo, lo, rtol=0, atol=tol), f"lower bound not attained: bound {lo.tolist()}, attack {reached_lo.tolist()}"
+
+
+def test_flatten_returns_the_flat_vector_an_unflattened_box_views():
+    """The box the step returns views one flat vector, which ``flatten`` hands back without a copy
+    while the box holds the intervals ``unflatten`` made; any other box is concatenated."""
+    from mibpcert.interval.tensor import Interval
+    from mibpcert.model import describe
+    from mibpcert.steps.interval import flatten, unflatten
+
+    spec = describe(make_model(TASK["bce"], seed=1))
+    names = spec.param_names
+    flat = Interval.from_stacked(torch.randn(2, spec.num_params, dtype=F64).sort(0).values)
+    box = unflatten(flat, spec)
+    assert flatten(box, names) is flat
+    reordered = {n: box[n] for n in reversed(names)}
+    box[names[0]] = Interval(box[names[0]].lo.clone(), box[names[0]].hi.clone())  # no longer a view
+    for b in (box, reordered):
+        again = flatten(b, names)
+        assert again is not flat and torch.equal(again.stacked, flat.stacked)

@@ -22,6 +22,14 @@ EXECUTORS = ("local", "ray")  # mibpcert.solvers.executors.make_executor
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
+def _parsed_device(device: str) -> str | None:
+    """The device type torch reads from ``device`` ('cpu:0' is 'cpu'), None if it reads none."""
+    try:
+        return torch.device(device).type
+    except RuntimeError:
+        return None
+
+
 @dataclass
 class TrainConfig:
     """SGD recipe and certification options.
@@ -138,7 +146,7 @@ class TrainConfig:
                 "float64 rounding only and cannot contain a lower-precision SGD step; use float64, or "
                 "method='interval' (whose outward rounding works in any precision) for float32"
             )
-        if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
+        if self.device != "auto" and _parsed_device(self.device) not in ("cpu", "cuda"):
             raise ValueError(f"TrainConfig.device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
         for name in ("time_limit", "step_time_limit"):
             v = getattr(self, name)
@@ -157,11 +165,16 @@ class TrainConfig:
         return DTYPES[self.dtype]
 
     def torch_device(self) -> torch.device:
+        """The device of the run's tensors (``"auto"``: CUDA when available); a CUDA device that
+        this machine lacks is a ``ValueError`` before any work."""
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dev = torch.device(self.device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"TrainConfig.device={self.device!r} but CUDA is not available; use 'cpu' or 'auto'")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"TrainConfig.device={self.device!r} but this machine has {torch.cuda.device_count()} CUDA "
+                             f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
         return dev
 
     def to_dict(self) -> dict:

@@ -96,7 +96,8 @@ class Affine:
         return Affine(self.c, G, self.e)
 
     def reshape(self, *shape) -> "Affine":
-        return Affine(self.c.reshape(*shape), self.G.reshape(*shape, self.m), self.e.reshape(*shape))
+        c = self.c.reshape(*shape)  # resolves a -1, which G cannot when it has no symbols (m = 0)
+        return Affine(c, self.G.reshape(*c.shape, self.m), self.e.reshape(c.shape))
 
     # -- linear operations -------------------------------------------------------------------
     def combine(self, a: float, other: "Affine", b: float) -> "Affine":

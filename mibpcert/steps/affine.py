@@ -44,6 +44,12 @@ class SymbolTable:
     data: dict = field(default_factory=dict)
     fixed: set = field(default_factory=set)  # data columns (never merged by order reduction)
 
+    def __setstate__(self, state: dict) -> None:
+        """The table is host bookkeeping: its tensors come back on the CPU whatever ``map_location``
+        a checkpoint is loaded with (a data box on the GPU would not compare with the host's)."""
+        state["data"] = {k: tuple(t.cpu() for t in v) for k, v in state["data"].items()}
+        self.__dict__.update(state)
+
     def input_form(self, box: Interval, index: torch.Tensor | None, kind: str) -> Affine:
         """The inputs (B, d) of a batch in ``box`` as forms, with a shared symbol per sample and
         feature of width (new symbols are added to the table; forms over fewer symbols must be
@@ -56,9 +62,11 @@ class SymbolTable:
         independent terms)."""
         B, d = box.shape
         cols = torch.full((B, d), -1, dtype=torch.long)
+        if index is not None:  # host bookkeeping: the batch's box and indices copied once, not per sample
+            bounds, index = box.stacked.detach().cpu(), index.tolist()
         for b in range(B if index is not None else 0):
             key = (int(index[b]), kind)
-            lo, hi = box.lo[b].detach().cpu(), box.hi[b].detach().cpu()
+            lo, hi = bounds[0, b], bounds[1, b]
             known = self.data.get(key)
             if known is None:
                 width = hi > lo
@@ -90,9 +98,8 @@ class InputForms:
         x = Affine.from_interval(box, self.symbols.m)
         cols = self.cols[sl]
         shared = cols >= 0
-        if bool(shared.any()):
-            bi, fi = torch.nonzero(shared, as_tuple=True)
-            x.G[bi, fi, cols[bi, fi]] = x.e[bi, fi]
+        if x.m:  # G[b, f, cols[b, f]] = e[b, f] where shared (elsewhere 0 is written into a zero column)
+            x.G.scatter_(-1, cols.clamp_min(0).unsqueeze(-1), torch.where(shared, x.e, 0.0).unsqueeze(-1))
         return Affine(x.c, x.G, torch.where(shared, 0.0, x.e))
 
 
@@ -274,24 +281,24 @@ def _reduce(theta: AffineParams, symbols: SymbolTable, cap: int) -> AffineParams
     if symbols.m <= cap:
         return theta
     G = torch.cat([theta[n].G.reshape(theta[n].c.numel(), symbols.m) for n in names])
-    movable = torch.tensor([j not in symbols.fixed for j in range(symbols.m)], device=G.device)
+    fixed = torch.tensor(sorted(symbols.fixed), dtype=torch.long)  # the symbol bookkeeping lives on the host
     absG = G.abs()
-    score = absG.sum(0) - absG.amax(0)
-    score = torch.where(movable, score, torch.inf)
-    n_drop = min(int(movable.sum()), symbols.m - cap + P)
+    score = (absG.sum(0) - absG.amax(0)).index_fill_(0, fixed.to(G.device), torch.inf)
+    n_drop = min(symbols.m - len(fixed), symbols.m - cap + P)
     drop = torch.topk(score, n_drop, largest=False).indices
-    keep = torch.ones(symbols.m, dtype=torch.bool, device=G.device)
-    keep[drop] = False
+    keep = torch.ones(symbols.m, dtype=torch.bool)
+    keep[drop.cpu()] = False
     e = absG[:, drop].sum(1)
     if rounding_enabled() and n_drop:
         e = torch.nextafter(e * (1 + 4 * torch.finfo(e.dtype).eps * (n_drop + 2)), torch.full_like(e, torch.inf))
     remap = torch.cumsum(keep.to(torch.long), 0) - 1
-    symbols.data = {key: (torch.where(cols >= 0, remap.cpu()[cols.clamp_min(0)], cols), lo, hi)
+    symbols.data = {key: (torch.where(cols >= 0, remap[cols.clamp_min(0)], cols), lo, hi)
                     for key, (cols, lo, hi) in symbols.data.items()}
-    symbols.fixed = {int(remap[j]) for j in symbols.fixed}
-    symbols.m = int(keep.sum())
+    symbols.fixed = set(remap[fixed].tolist())
+    kept = keep.nonzero().reshape(-1)
+    symbols.m = len(kept)
     c = torch.cat([theta[n].c.reshape(-1) for n in names])
-    reduced = _split(names, theta, c, G[:, keep], e)
+    reduced = _split(names, theta, c, G.index_select(1, kept.to(G.device)), e)
     return _absorb(reduced, symbols)
 
 

@@ -354,9 +354,10 @@ def _plot_margins(ax, result, report: CertReport, data) -> None:
     hi = report.margin.hi.detach().cpu().double().numpy()
     nominal = None
     if data is not None and getattr(data, "X_test", None) is not None and len(data.X_test) == len(lo):
-        with torch.no_grad():
-            z = result.nominal(data.X_test.to(next(result.nominal.parameters()).dtype))
-        y = data.y_test.reshape(-1)
+        param = next(result.nominal.parameters())
+        with torch.no_grad():  # the model may live on the GPU; the plot's numbers on the host
+            z = result.nominal(data.X_test.to(device=param.device, dtype=param.dtype)).cpu()
+        y = data.y_test.reshape(-1).cpu()
         if z.shape[1] == 1:
             nominal = ((2 * y - 1) * z[:, 0]).double().cpu().numpy()
         else:

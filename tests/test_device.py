@@ -143,3 +143,24 @@ def test_a_cuda_device_the_machine_lacks_is_refused_before_any_work():
             TrainConfig(device="cuda:1").torch_device()
     with pytest.raises(ValueError, match="TrainConfig.device must be"):
         TrainConfig(device="cuda:x")
+
+
+def test_run_figure_of_a_device_run_mixes_nothing():
+    """The figure of a run trained on the device, drawn with the data set on the host (as the CLI
+    does): no host tensor meets a device tensor (the nominal model's margins were computed from
+    host inputs against device weights)."""
+    from types import SimpleNamespace
+
+    from mibpcert.report import run_figure
+
+    X, y = _data()
+
+    def run():
+        res = mc.certified_train(mlp([3, 6, 1]), X, y, THREATS["all"], TrainConfig(device="cuda", epochs=2, batch_size=B))
+        return res, mc.certify(res, X, y, test_eps=0.01)
+
+    (res, rep), _ = _emulated(run)
+    dev = FakeDevice()
+    with mock.patch("torch.cuda.is_available", lambda: True), dev:
+        run_figure(res, rep, SimpleNamespace(X_test=X, y_test=y, X_train=X, y_train=y))
+    assert dev.mixes == []

@@ -16,6 +16,7 @@ certified at the trigger radius).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,7 @@ from .interval.affine import Affine
 from .interval.tensor import Interval, cast_down, cast_up, check_exact_float32_matmul, outward_rounding
 from .model import ModelSpec
 from .solvers import SolveOptions
+from .solvers.executors import make_executor
 
 
 def input_box(X: torch.Tensor, eps: float) -> Interval | torch.Tensor:
@@ -266,7 +268,10 @@ def _mibp_margin(result, box, X, y, eps, margin: Interval, backend, time_limit, 
     nominal = {k: v.detach().to("cpu") for k, v in result.nominal.state_dict().items()}
     opts = SolveOptions(time_limit=time_limit if time_limit is not None else cfg.time_limit, threads=cfg.threads,
                         relax=cfg.relax, partitions=cfg.partitions)
-    lower = mibp_margin_lower(result.spec, cpu_box, nominal, X.to("cpu"), y.to("cpu"), eps, todo.to("cpu"),
-                              backend or cfg.backend, opts, workers or cfg.workers)
+    workers = workers or cfg.workers
+    # the training's executor (a Ray cluster, say) also runs the certificate's programs
+    with make_executor(cfg.executor, workers, cfg.ray_address) if cfg.executor != "local" else nullcontext() as pool:
+        lower = mibp_margin_lower(result.spec, cpu_box, nominal, X.to("cpu"), y.to("cpu"), eps, todo.to("cpu"),
+                                  backend or cfg.backend, opts, workers, pool=pool)
     lower = cast_down(lower, margin.lo.dtype).to(margin.lo.device)  # never rounded up into the margin
     return Interval(torch.maximum(margin.lo, lower), margin.hi, check=False)

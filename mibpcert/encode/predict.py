@@ -20,14 +20,16 @@ from ..ir.inputs import as_array
 from ..ir.program import LinearExpr
 from ..model import ModelSpec
 from ..solvers import SolveOptions, Status
-from ..solvers.parallel import bound_many
+from ..solvers.parallel import Executor, bound_many
 from .training_step import encode_forward, encode_theta
 
 
 def mibp_margin_lower(spec: ModelSpec, box: ParamBox, nominal: dict, X: torch.Tensor, y: torch.Tensor, eps: float,
-                      todo: torch.Tensor, backend: str, options: SolveOptions, workers: int = 1) -> torch.Tensor:
+                      todo: torch.Tensor, backend: str, options: SolveOptions, workers: int = 1,
+                      pool: Executor | None = None) -> torch.Tensor:
     """Sound lower bounds (float64) on the margin of the points where ``todo`` is set (-inf
-    elsewhere and where the solver gave no bound)."""
+    elsewhere and where the solver gave no bound); one program per point, spread over ``pool``
+    (an executor) when given, else over ``workers`` local processes."""
     x_iv = Interval(X - eps, X + eps, check=False)
     pre, _ = forward(spec, box, x_iv)
     pre_np = [(as_array(p.lo), as_array(p.hi)) for p in pre]
@@ -54,7 +56,7 @@ def mibp_margin_lower(spec: ModelSpec, box: ParamBox, nominal: dict, X: torch.Te
     out = torch.full((X.shape[0],), -torch.inf, dtype=torch.float64)  # solver bounds, unrounded
     if not jobs:
         return out
-    results = bound_many(backend, jobs, options, workers)
+    results = bound_many(backend, jobs, options, workers, pool=pool)
     for i, res in zip(owners, results):
         lows = [r.lower if r.lower_status != Status.FAILED else -np.inf for r in res]
         out[i] = float(min(lows))

@@ -14,13 +14,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 import mibpcert.bounders as bounders_mod
-from mibpcert import TrainConfig, certified_train
+from mibpcert import TrainConfig, certified_train, certify
 from mibpcert.cli import main
 from mibpcert.ir.program import LinearExpr
 from mibpcert.solvers import SolveOptions, SolverUnavailable
@@ -97,6 +98,25 @@ def test_ray_training_is_local_training_bit_for_bit(ray_instance, mode):
     assert [(s.solver_bounds, s.fallback_bounds) for s in local.log] == [(s.solver_bounds, s.fallback_bounds) for s in on_ray.log]
     assert sum(s.solver_bounds for s in on_ray.log) > 0 and on_ray.config.executor == "ray"
     assert ray_instance.is_initialized()
+
+
+def test_mibp_certificate_runs_on_the_training_executor(ray_instance, monkeypatch):
+    """certify(method='mibp') of a run trained with executor='ray' sends its programs to Ray, and
+    its margins are those of the same certificate on the local executor, bit for bit."""
+    model, X, y, threat_f, _, loss = case_data("linf_k1-bce")
+    res = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, mode="joint", relax="lp", time_limit=None,
+                                                            epochs=1, executor="ray", workers=2))
+    calls = []
+    real = RayExecutor.map_chunks
+    monkeypatch.setattr(RayExecutor, "map_chunks", lambda self, *a, **k: (calls.append(1), real(self, *a, **k))[1])
+    eps = 1.0  # every point's margin undecided by intervals, so every point gets a program
+    box_only = certify(res, X, y, test_eps=eps)
+    assert bool(((box_only.margin.lo <= 0) & (box_only.margin.hi >= 0)).all())
+    on_ray = certify(res, X, y, test_eps=eps, method="mibp")
+    assert calls, "the certificate's programs did not go to Ray"
+    local = certify(replace(res, config=replace(res.config, executor="local")), X, y, test_eps=eps, method="mibp")
+    assert torch.equal(local.margin.lo, on_ray.margin.lo) and torch.equal(local.margin.hi, on_ray.margin.hi)
+    assert bool((on_ray.margin.lo > box_only.margin.lo).any())  # the solver did raise some margin
 
 
 def test_missing_ray_is_said_before_any_step(monkeypatch, tmp_path, capsys):

@@ -102,6 +102,7 @@ def measure(method: str, h: int, B: int, workers: int, args) -> dict:
         step1=log[0].seconds, steps=[s.seconds for s in log], solver_steps=[s.solver_seconds for s in log],
         wall=wall, startup=wall - sum(s.seconds for s in log),
         solver_sides=sum(s.solver_bounds for s in log), fallback_sides=sum(s.fallback_bounds for s in log),
+        skipped=sum(s.skipped_objectives for s in log),
         reasons=reasons, width_ratio=log[-1].width_ratio, mean_width=log[-1].mean_width,
         load=os.getloadavg()[0],
     )
@@ -315,19 +316,20 @@ def where_table(R: dict) -> str:
 
 def detail_table(R: dict) -> str:
     lines = ["| method | h | B | workers | s/step (median steps 2..S) | each step s | solver s/step | solver sides/step | "
-             "ms per side | est. before run s | fallback sides (reasons) | load (1 min) |",
-             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|"]
+             "ms per side | skipped objectives/step | est. before run s | fallback sides (reasons) | load (1 min) |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in sorted(R["rows"], key=lambda r: (list(METHODS).index(r["method"]), r["workers"], r["h"], r["B"])):
         if r["status"] != "ok":
-            lines.append(f"| {r['method']} | {r['h']} | {r['B']} | {r['workers']} | {cell(r)} | {r.get('note', '')} | | | | "
+            lines.append(f"| {r['method']} | {r['h']} | {r['B']} | {r['workers']} | {cell(r)} | {r.get('note', '')} | | | | | "
                          f"{fmt(r.get('est'), '.1f')} | | |")
             continue
         reasons = ", ".join(f"{k} {v}" for k, v in r["reasons"].items())
         sides = (r["solver_sides"] + r["fallback_sides"]) / len(r["steps"])
         per_side = fmt(1e3 * r["solver"] / sides, ".2f") if sides else "–"
+        skipped = f"{r['skipped'] / len(r['steps']):.0f}" if "skipped" in r else "–"  # raw files before the column: –
         lines.append(f"| {r['method']} | {r['h']} | {r['B']} | {r['workers']} | {secs(r['step'])} | "
                      f"{' / '.join(secs(s) for s in r['steps'])} | {secs(r['solver'])} | {sides:.0f} | {per_side} | "
-                     f"{fmt(r.get('est'), '.1f')} | "
+                     f"{skipped} | {fmt(r.get('est'), '.1f')} | "
                      f"{r['fallback_sides']}{f' ({reasons})' if reasons else ''} | {r['load']:.1f} |")
     return "\n".join(lines)
 

@@ -35,7 +35,7 @@ __all__ = ["SCHEMA_VERSION", "build_report", "epoch_accuracy", "format_summary",
 
 # Version of the report.json layout (docs/report.schema.json): "MAJOR.MINOR". MINOR goes up when
 # fields are added; MAJOR when a field is removed or renamed or its meaning or type changes.
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,6 +107,7 @@ def run_summary(result, report: CertReport, timings: dict | None = None, backdoo
         solved, fell_back, reasons = fallback_counts(result.log)
         s["solver_bounds"], s["fallback_bounds"], s["fallback_reasons"] = solved, fell_back, reasons
         s["licence_fallback_programs"] = int(sum(x.licence_fallback_programs for x in result.log))
+        s["skipped_objectives"] = int(sum(x.skipped_objectives for x in result.log))
     if backdoor:
         worst = max(backdoor, key=lambda b: b.success_upper)
         s["trigger_attack_success_upper"] = worst.success_upper
@@ -174,6 +175,9 @@ def format_summary(summary: dict, title: str | None = None) -> str:
         line, warning = fallback_note(int(s["solver_bounds"]), int(s.get("fallback_bounds") or 0),
                                       s.get("fallback_reasons") or {})
         rows.append(("solver bounds", line))
+        if s.get("skipped_objectives"):
+            rows.append(("skipped objectives", f"{s['skipped_objectives']} bounded without a solver (range known from "
+                                               "the box, or no wider than a solver bound could tighten)"))
         if s.get("licence_fallback_programs"):
             rows.append(("licence fallback", f"{s['licence_fallback_programs']} programs too large for the "
                                              f"{s.get('backend')} licence, bounded by HiGHS instead"))

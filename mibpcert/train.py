@@ -60,6 +60,7 @@ class StepLog:
     fallback_reasons: dict[str, int] = field(default_factory=dict)  # why bounds kept the interval value
     symbols: int = 0  # affine method: symbols of the parameter forms after the step
     licence_fallback_programs: int = 0  # MIBP: programs the backend's licence could not take, bounded by HiGHS
+    skipped_objectives: int = 0  # MIBP: objectives bounded without a solver (range known, or no wider than it could improve)
     tensor_mean_width: dict[str, float] = field(default_factory=dict)  # per parameter tensor (state_dict name)
 
 

@@ -43,6 +43,7 @@ class Status(str, enum.Enum):
     OPTIMAL = "optimal"
     TIME_LIMIT = "time-limit"
     FAILED = "failed"
+    SKIPPED = "skipped"  # not given to a solver: the caller's own bound is at least as tight
 
 
 @dataclass
@@ -122,6 +123,15 @@ class Backend:
                 sides.append(failed_side(sense_min))
         (lo, ls), (hi, us) = sides
         return ObjectiveBound(lo, hi, ls, us, time.perf_counter() - t0)
+
+    def margin(self, program: Program, options: SolveOptions) -> float:
+        """A width ``w >= 0`` such that every lower bound this backend returns for an objective of
+        ``program`` is at least ``w`` below the objective's minimum over the program, and every
+        upper bound at least ``w`` above its maximum (padding beyond what soundness needs). A sound
+        enclosure of an objective's values no wider than ``w`` is therefore never loosened by this
+        backend's bound, so the objective need not be solved. Default 0: the padding only covers
+        the solver's tolerances."""
+        return 0.0
 
     def misfit(self, program: Program) -> str | None:
         """Why this backend cannot take ``program`` (e.g. a size-limited licence), or None when it

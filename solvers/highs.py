@@ -14,7 +14,9 @@ How each bound is read:
   (all column bounds are finite; a dual on an infinite row side is set to 0). So the value does not
   depend on HiGHS's tolerances or on the basis being optimal: at optimality it equals the LP optimum
   up to the dual infeasibilities, and on a time-out it is still valid. It is padded by a few ulps
-  of the summed magnitudes (rounding) plus ``1e-9 (1 + |v|)``.
+  of the summed magnitudes (rounding) plus ``1e-9 (1 + |v|)``. That last padding is not needed for
+  soundness, so the bound lies at least :data:`LP_MARGIN` outside the objective's range
+  (:meth:`HighsBackend.margin`).
 * MILP: ``info.mip_dual_bound`` (HiGHS's best bound; on a time-out the bound reached so far),
   never the incumbent. HiGHS computes it from LP relaxations solved to its tolerances (set to
   1e-9 here), so it is padded by ``1e-6 (1 + ||c||_1) + 1e-9 |v|``.
@@ -36,6 +38,9 @@ from .base import Backend, SolveOptions, Status, dense_cost, failed_side, pad_ou
 from .mccormick import relax
 
 _EPS = np.finfo(np.float64).eps
+# Half the absolute LP padding 1e-9: the other half covers the rounding of the padded value and of
+# adding the objective's constant (at most eps |bound|, below 5e-10 for bounds under 2e6).
+LP_MARGIN = 5e-10
 _SCHEDULER_THREADS: int | None = None  # thread count of HiGHS's global scheduler, once we set it
 _LIMIT_STATUSES = frozenset({
     highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kIterationLimit,
@@ -141,6 +146,13 @@ class HighsBackend(Backend):
         c, const = task
         v, status = self._side(state.h, state.is_mip, c, state.lag, state.rel, sense_min, options)
         return v + const, status
+
+    def margin(self, program: Program, options: SolveOptions) -> float:
+        """:data:`LP_MARGIN` when the relaxation is an LP (``relax="lp"``, or no binaries and no
+        partitions): the weak-duality value is rigorous before its ``1e-9 (1 + |v|)`` padding. A
+        MILP's dual bound is HiGHS's own, padded only for its tolerances: 0."""
+        lp = options.relax == "lp" or (not program.is_binary.any() and (options.partitions == 1 or not program.num_bilinear))
+        return LP_MARGIN if lp else 0.0
 
     # -- internals -------------------------------------------------------------------------------
     @staticmethod

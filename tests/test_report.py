@@ -55,6 +55,29 @@ def test_fallbacks_are_reported_with_their_reasons(monkeypatch, tmp_path):
     assert text.splitlines()[-1].startswith("WARNING: most solver bounds")
 
 
+def test_skipped_objectives_are_reported(monkeypatch, tmp_path):
+    """Objectives bounded without a solver: counted per step, summed in the summary and
+    report.json, one line in the text summary. Features moved by 1e-13: no objective of any
+    program needs the solver (the backend is never called), so every trainable entry of every
+    per-sample program of every step is counted."""
+    from mibpcert import certify
+    from mibpcert.report import format_summary, write_report
+    from mibpcert.threats import LinfFeatures
+
+    monkeypatch.setattr(highs_mod.HighsBackend, "bound", lambda *a: (_ for _ in ()).throw(AssertionError("solver called")))
+    model, X, y, _, _, loss = case_data("linf_k1-bce")
+    cfg = mibp_cfg(loss=loss, mode="per_sample", relax="lp")
+    res = certified_train(model, X, y, LinfFeatures(1e-13), cfg)
+    trainable = sum(p.numel() for p in model.parameters())
+    expected = len(res.log) * cfg.batch_size * trainable
+    doc = write_report(str(tmp_path / "report.json"), res, certify(res, X, y))
+    s = doc["summary"]
+    assert s["skipped_objectives"] == sum(e["skipped_objectives"] for e in doc["log"]) == expected
+    assert s["solver_bounds"] == s["fallback_bounds"] == 0
+    (line,) = [x for x in format_summary(s).splitlines() if x.startswith("skipped objectives")]
+    assert line.split()[2:6] == [str(expected), "bounded", "without", "a"]
+
+
 def test_interval_runs_have_no_solver_line():
     from mibpcert import certify
     from mibpcert.report import format_summary, run_summary

@@ -11,6 +11,8 @@
   ``tests/solvers/test_registry.py``; Gurobi's too-large message: ``tests/solvers/test_gurobi.py``;
   the fallback lines of the summary and report.json: ``tests/test_report.py``.)
 * ``workers=2`` gives the same bounds as ``workers=1``.
+* Objectives bounded without a solver (too narrow for its bound to tighten them, or known exactly):
+  never looser than HiGHS's dual bounds on them, the same box as solving everything, counted.
 """
 from __future__ import annotations
 
@@ -22,11 +24,19 @@ import torch
 
 import mibpcert.encode.tighten as tighten_mod
 import mibpcert.solvers.highs as highs_mod
-from mibpcert import TrainConfig, certified_train
-from mibpcert.solvers import ObjectiveBound, SolverUnavailable, Status
+from mibpcert import TrainConfig, certified_train, describe, mlp
+from mibpcert.data import two_moons
+from mibpcert.data_checks import check_training_data
+from mibpcert.encode.training_step import StepSetting, TraceBounds, joint_encoding
+from mibpcert.interval.tensor import Interval
+from mibpcert.ir.program import LinearExpr
+from mibpcert.losses import get_loss
+from mibpcert.solvers import ObjectiveBound, SolveOptions, SolverUnavailable, Status, get_backend
+from mibpcert.steps.interval import interval_step
+from mibpcert.threats import LinfFeatures
 from tests.helpers.backends import require
 from tests.helpers.bounds import assert_box_inside, assert_in_box, assert_same_box
-from tests.helpers.mibp import BATCH, N, attack_nets, case_data, make_data, mibp_cfg, run_interval
+from tests.helpers.mibp import BATCH, LR, N, TASK, attack_nets, budget, case_data, make_data, mibp_cfg, run_interval
 
 
 class Spy:
@@ -142,12 +152,12 @@ def test_backend_exception_falls_back_to_interval(monkeypatch, mode):
         raise RuntimeError("simulated solver crash")
 
     monkeypatch.setattr(highs_mod.HighsBackend, "bound", boom)
-    built = []  # objectives of every step's programs: a failed step counts all their sides
+    built = []  # objectives and known entries of every step's programs: a failed step counts the sides it sent
     orig = tighten_mod.StepTightener.programs
 
     def programs(self, *a, **k):
         progs = orig(self, *a, **k)
-        built.append(sum(len(p.exprs) for p, _, _ in progs))
+        built.append((sum(len(p.exprs) for p, _, _ in progs), sum(len(p.constants) for p, _, _ in progs)))
         return progs
 
     monkeypatch.setattr(tighten_mod.StepTightener, "programs", programs)
@@ -155,9 +165,10 @@ def test_backend_exception_falls_back_to_interval(monkeypatch, mode):
     ref = run_interval(model, X, y, threat_f(), loss)
     assert_same_box(res, ref, "backend raising")
     assert len(built) == len(res.log)
-    for s, n_obj in zip(res.log, built):
-        assert n_obj > 0 and s.solver_bounds == 0 and s.fallback_bounds == 2 * n_obj
-        assert s.fallback_reasons == {"failed": 2 * n_obj}
+    for s, (n_obj, n_known) in zip(res.log, built):
+        sent = n_obj - (s.skipped_objectives - n_known)  # the rest were too narrow for a solver to tighten
+        assert 0 < sent <= n_obj and s.solver_bounds == 0 and s.fallback_bounds == 2 * sent
+        assert s.fallback_reasons == {"failed": 2 * sent}
         assert s.width_ratio == pytest.approx(1.0)
 
 
@@ -352,3 +363,143 @@ def test_step_time_limit_stops_starting_objectives():
     roomy = certified_train(model, X, y, threat_f(), mibp_cfg(loss=loss, epochs=2, time_limit=None, step_time_limit=600.0))
     for n, (lo, hi) in ref.param_bounds.items():
         assert torch.equal(roomy.param_bounds[n][0], lo) and torch.equal(roomy.param_bounds[n][1], hi), n
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. objectives that need no solver (StepTightener.solve: Backend.margin, StepProgram.constants)
+# ---------------------------------------------------------------------------------------------
+class SolveSpy:
+    """Records, per call of ``StepTightener.solve``, the programs, the known bounds it was given
+    and the results (``Status.SKIPPED`` marks the objectives it did not send to a solver)."""
+
+    def __init__(self, monkeypatch):
+        self.calls: list[tuple[list, list, list]] = []
+        orig = tighten_mod.StepTightener.solve
+        spy = self
+
+        def solve(tightener, build, sides, known, options=None):
+            seen = []
+            progs, results, stats = orig(tightener, build, sides, lambda p: seen.extend(known(p)) or seen, options)
+            spy.calls.append((progs, seen, results))
+            return progs, results, stats
+
+        monkeypatch.setattr(tighten_mod.StepTightener, "solve", solve)
+
+    def skipped(self):
+        """(program, known lo, known hi) of the skipped objectives of every recorded program."""
+        for progs, seen, results in self.calls:
+            for (p, _, _), (lo, hi), res in zip(progs, seen, results):
+                k = [t for t, r in enumerate(res) if r.lower_status == Status.SKIPPED]
+                if k:
+                    yield p, [p.exprs[t] for t in k], lo[k], hi[k]
+
+
+def _no_skipping(monkeypatch):
+    monkeypatch.setattr(highs_mod.HighsBackend, "margin", lambda self, program, options: -1.0)
+
+
+def _trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+SKIP_RUNS = {  # settings where objectives are skipped for their width
+    # per_sample, k=1: the base programs of step 1 start from a point box and clean data; their
+    # gradient variables are only the outward-padded rounding of a point (width ~1e-15)
+    "per_sample-k1": ("linf_k1-bce", dict(mode="per_sample")),
+    # joint, features moved by 1e-13: every interval bound is far below the LP padding
+    "joint-tiny": ("linf_k1-bce", dict(mode="joint", relax="lp")),
+    # relational, one full-batch step on Moons-20: residuals of exact affine forms are points
+    "relational": (None, dict(mode="joint", relax="lp", relational=True, batch_size=20)),
+}
+
+
+def _skip_run(name):
+    case, kw = SKIP_RUNS[name]
+    if case is None:
+        d = two_moons(n_train=20, n_test=0, noise=0.1, seed=0)
+        return mlp([2, 6, 1], seed=0), d.X_train, d.y_train, LinfFeatures(0.01), mibp_cfg(**kw)
+    model, X, y, threat_f, _, loss = case_data(case)
+    threat = LinfFeatures(1e-13) if name == "joint-tiny" else threat_f()
+    return model, X, y, threat, mibp_cfg(loss=loss, **kw)
+
+
+@pytest.mark.parametrize("name", list(SKIP_RUNS))
+def test_skipped_objectives_are_no_looser_than_the_solver(monkeypatch, name):
+    """Every objective the step did not solve for its width: its known bound lies inside HiGHS's
+    dual bounds on it, solved here independently (LP and MILP relaxation), so solving it could not
+    have tightened the box."""
+    model, X, y, threat, cfg = _skip_run(name)
+    spy = SolveSpy(monkeypatch)
+    res = certified_train(model, X, y, threat, cfg)
+    skipped = list(spy.skipped())
+    assert skipped, "nothing was skipped: the setting no longer exercises skipping"
+    assert sum(s.skipped_objectives for s in res.log) >= sum(len(e) for _, e, _, _ in skipped)
+    highs = get_backend("highs")
+    for p, exprs, lo, hi in skipped:
+        for relax in ("lp", "milp"):
+            for b, l, h in zip(highs.bound(p.program, exprs, SolveOptions(relax=relax)), lo, hi):
+                assert b.lower_status == b.upper_status == Status.OPTIMAL
+                assert b.lower <= l and h <= b.upper, f"{name}/{relax}: solver [{b.lower}, {b.upper}] inside [{l}, {h}]"
+
+
+@pytest.mark.parametrize("name", list(SKIP_RUNS))
+def test_skipping_gives_the_box_of_solving_everything(monkeypatch, name):
+    """The same run with every objective sent to the solver (margin < 0) gives the same box bit
+    for bit where whole programs were skipped, and the counts add up: what one run skipped the
+    other solved."""
+    model, X, y, threat, cfg = _skip_run(name)
+    with_skip = certified_train(model, X, y, threat, cfg)
+    _no_skipping(monkeypatch)
+    without = certified_train(model, X, y, threat, cfg)
+    # relational: skipped and solved objectives share one LP, whose later solves start from other
+    # bases when objectives are left out: equal up to the LP's tolerances
+    assert_same_box(with_skip, without, name, tol=0.0 if name != "relational" else 1e-8)
+    for a, b in zip(with_skip.log, without.log):
+        extra = a.skipped_objectives - b.skipped_objectives
+        assert extra >= 0 and b.solver_bounds + b.fallback_bounds == a.solver_bounds + a.fallback_bounds + 2 * extra
+    assert sum(a.skipped_objectives - b.skipped_objectives for a, b in zip(with_skip.log, without.log)) > 0
+
+
+@pytest.mark.parametrize("mode", ["joint", "per_sample"])
+def test_tiny_perturbations_need_no_solver(monkeypatch, mode):
+    """Features moved by 1e-13: every trainable entry of every program is bounded without the
+    solver (the backend is never called) and counted, and the box still holds the attacks."""
+    model, X, y, _, _, loss = case_data("linf_k1-bce")
+    calls = []
+    monkeypatch.setattr(highs_mod.HighsBackend, "bound", lambda *a: calls.append(a) or [])
+    res = certified_train(model, X, y, LinfFeatures(1e-13), mibp_cfg(loss=loss, mode=mode, relax="lp"))
+    assert not calls
+    programs = 1 if mode == "joint" else BATCH  # k=None: one region per sample
+    assert [s.skipped_objectives for s in res.log] == [programs * _trainable(model)] * len(res.log)
+    assert all(s.solver_bounds == s.fallback_bounds == 0 for s in res.log)
+    bud = budget(TASK[loss], eps=1e-13, feat_k=None)
+    for what, net in attack_nets(model, X, y, bud, loss, n_simple=2, n_guided=1):
+        assert_in_box(res, net, f"tiny eps: {what}")
+
+
+def test_known_entries_are_exact_over_the_program():
+    """StepProgram.constants (counted as skipped): entries whose update depends on their own
+    parameter alone (here: the units of a hidden layer dead for every input). Every value of that
+    parameter in the box is feasible in the program (HiGHS's dual bounds on it reach the box's
+    ends), so the interval value of the update is its exact range."""
+    model, X, y, threat_f, _, loss = case_data("linf_k1-bce")
+    with torch.no_grad():
+        model[0].bias[:2] = -50.0  # two hidden units dead for every input
+    spec = describe(model)
+    box = {n: Interval(p.detach() - 0.01, p.detach() + 0.01) for n, p in model.state_dict().items()}
+    Xc, yc, info = check_training_data(spec, X, y, loss, X.shape[0], torch.float64, "cpu")
+    region = threat_f().region(Xc, yc, info)
+    sb = interval_step(spec, box, region, loss, LR, 0.0)
+    st = StepSetting(spec, box, dict(model.state_dict()), threat_f(), get_loss(loss), LR)
+    J = joint_encoding(st, region, Xc, yc, TraceBounds.of(sb.base).hull(TraceBounds.of(sb.poisoned)))
+    prog, _ = J.enc.build()
+    theta = np.concatenate([J.theta[n].idx for n in spec.param_names])
+    known = sorted(J.constants)
+    assert len(known) == 2 * (2 + 1 + 1) and all(theta[t] >= 0 for t in known)  # the dead units: 2 inputs, bias, output
+    bounds = get_backend("highs").bound(prog, [LinearExpr.var(int(theta[t])) for t in known], SolveOptions(relax="milp"))
+    for t, b in zip(known, bounds):
+        j = int(theta[t])
+        assert b.lower <= prog.lb[j] and prog.ub[j] <= b.upper
+        assert prog.lb[j] - b.lower < 1e-5 and b.upper - prog.ub[j] < 1e-5
+        lo, hi = J.constants[t]
+        assert hi - lo == pytest.approx(prog.ub[j] - prog.lb[j], rel=1e-12)  # no weight decay: the update is theta_j

@@ -2,14 +2,16 @@
 stale bounds when the thread pool size changes."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.optimize as so
 import scipy.sparse as sp
 
 from mibpcert.ir.program import LinearExpr, Program
-from mibpcert.solvers import SolveOptions, Status, get_backend
-from mibpcert.solvers.highs import safe_lp_bound
+from mibpcert.solvers import Backend, SolveOptions, Status, get_backend
+from mibpcert.solvers.highs import LP_MARGIN, safe_lp_bound
 from tests.helpers.programs import TINY, Tiny, contains
 
 
@@ -74,3 +76,57 @@ def test_highs_thread_count_changes_do_not_give_stale_bounds() -> None:
             assert b.lower_status == b.upper_status == Status.OPTIMAL
             assert contains(b, tiny.true_min, tiny.true_max)
     assert ref.lower_status == Status.OPTIMAL
+
+
+# ------------------------------------------------------------------------------------------------
+# margin: how far outside the range every LP bound lies (objectives narrower are not solved)
+# ------------------------------------------------------------------------------------------------
+def _box_program(lb: np.ndarray, ub: np.ndarray, A=None, rlo=None, rhi=None) -> Program:
+    n = len(lb)
+    A = sp.csr_matrix((0, n)) if A is None else sp.csr_matrix(A)
+    rlo = np.zeros(0) if rlo is None else np.asarray(rlo, float)
+    rhi = np.zeros(0) if rhi is None else np.asarray(rhi, float)
+    return Program(lb, ub, np.zeros(n, bool), A, rlo, rhi, np.zeros((0, 3), np.int64))
+
+
+def test_lp_bounds_lie_the_margin_outside_the_exact_range() -> None:
+    """HiGHS LP bounds are at least ``margin`` outside the objective's exact range: on box
+    programs (range = the interval sum, exact up to 1e-15 here), on a polytope with a known
+    optimum, and on the tiny MIBPs (exact range by enumeration, inside the LP relaxation's), so a
+    known enclosure no wider than the margin is never tightened by solving."""
+    highs, lp = get_backend("highs"), SolveOptions(relax="lp")
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        n = 6
+        lb = rng.uniform(-2, 1, n)
+        ub = lb + rng.choice([0.0, 1e-12, 1e-3, 1.0], n)
+        prog = _box_program(lb, ub)
+        assert highs.margin(prog, lp) == LP_MARGIN
+        c = rng.normal(size=n) * rng.choice([1e-6, 1.0, 100.0], n)
+        const = float(rng.normal())
+        (b,) = highs.bound(prog, [LinearExpr(np.arange(n), c, const)], lp)
+        exact_lo = const + math.fsum(np.minimum(c * lb, c * ub))
+        exact_hi = const + math.fsum(np.maximum(c * lb, c * ub))
+        assert b.lower <= exact_lo - LP_MARGIN and b.upper >= exact_hi + LP_MARGIN
+    # x + y <= 1 on [0, 1]^2: x + 2 y ranges over [0, 2] exactly
+    prog = _box_program(np.zeros(2), np.ones(2), [[1.0, 1.0]], [-np.inf], [1.0])
+    (b,) = highs.bound(prog, [LinearExpr(np.arange(2), np.array([1.0, 2.0]))], lp)
+    assert b.lower <= -LP_MARGIN and b.upper >= 2.0 + LP_MARGIN
+    for tiny in TINY:
+        assert highs.margin(tiny.program, lp) == LP_MARGIN
+        (b,) = highs.bound(tiny.program, [tiny.objective], lp)
+        assert b.lower <= tiny.true_min - LP_MARGIN and b.upper >= tiny.true_max + LP_MARGIN
+
+
+def test_margin_is_zero_where_the_bound_is_the_solvers_own() -> None:
+    """A MILP's dual bound (binaries kept, or partition binaries added) is padded only for the
+    solver's tolerances: no margin; nor for the base class (exact backends)."""
+    highs = get_backend("highs")
+    tiny = TINY[0]
+    assert tiny.program.num_binaries > 0 and tiny.program.num_bilinear > 0
+    assert highs.margin(tiny.program, SolveOptions(relax="milp")) == 0.0
+    no_bin = Program(tiny.program.lb, tiny.program.ub, np.zeros(tiny.program.num_vars, bool), tiny.program.A,
+                     tiny.program.row_lb, tiny.program.row_ub, tiny.program.bilinear)
+    assert highs.margin(no_bin, SolveOptions(relax="milp")) == LP_MARGIN
+    assert highs.margin(no_bin, SolveOptions(relax="milp", partitions=4)) == 0.0
+    assert Backend().margin(no_bin, SolveOptions()) == 0.0

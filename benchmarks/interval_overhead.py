@@ -13,7 +13,7 @@ different methods interleaved so that load on the machine hits them alike):
   too, runs the interval step, checks widths and soundness and logs each step.
 * ``... interval_step only``: the time spent inside ``mibpcert.steps.interval.interval_step`` during
   that call (measured by wrapping the function ``mibpcert.train`` calls), and of it the time in the
-  loss's interval bounds (``Loss.bounds`` of ``mibpcert.losses``: loss values and gradients).
+  loss's gradient bounds (``Loss.grad_bounds`` of ``mibpcert.losses``: d loss / d logits only).
 * the same two rows with outward rounding off and with ``exact_matmul=True``.
 
 It also counts the torch operators one training step dispatches (nominal step vs interval step
@@ -72,13 +72,13 @@ def plain_train(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, lr: fl
     return net
 
 
-LOSS = type(get_loss("bce"))  # its ``bounds`` is what the interval step calls
+LOSS = type(get_loss("bce"))  # its ``grad_bounds`` is what the interval step calls
 
 
 @contextlib.contextmanager
 def wrapped(owner, name: str, around):
     """Inside the block, a call of ``owner.name`` (a function the code under test looks up there:
-    ``interval_step`` in ``mibpcert.bounders``, ``bounds`` of the loss class) runs
+    ``interval_step`` in ``mibpcert.bounders``, ``grad_bounds`` of the loss class) runs
     ``around(real, *args, **kwargs)``."""
     real, own = getattr(owner, name), name in vars(owner)
     setattr(owner, name, lambda *args, **kwargs: around(real, *args, **kwargs))
@@ -105,12 +105,12 @@ def timed(owner, name: str, seconds: list[float]):
 
 def cert_train(model, X, y, threat, cfg, flush_denormal: bool = False):
     """One timed ``certified_train`` call: (result, total seconds, seconds in the interval step,
-    seconds in the loss's interval bounds)."""
+    seconds in the loss's gradient bounds)."""
     step, loss = [0.0], [0.0]
     if flush_denormal:
         torch.set_flush_denormal(True)
     try:
-        with timed(mbounders, "interval_step", step), timed(LOSS, "bounds", loss):
+        with timed(mbounders, "interval_step", step), timed(LOSS, "grad_bounds", loss):
             t0 = time.perf_counter()
             res = certified_train(model, X, y, threat, cfg)
             total = time.perf_counter() - t0
@@ -147,7 +147,7 @@ def subnormal_share(model, X, y, threat) -> float:
 # ------------------------------------------------------------------------------------------------
 def count_ops(fn) -> tuple[Counter, int]:
     """Count the aten operators ``fn`` dispatches (forward, autograd backward and optimizer), and
-    how many of them the loss's interval bounds (``LOSS.bounds``) dispatch."""
+    how many of them the loss's gradient bounds (``LOSS.grad_bounds``) dispatch."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     counts: Counter = Counter()
@@ -166,7 +166,7 @@ def count_ops(fn) -> tuple[Counter, int]:
         finally:
             in_loss[0] -= 1
 
-    with wrapped(LOSS, "bounds", around), Count():
+    with wrapped(LOSS, "grad_bounds", around), Count():
         fn()
     return counts, in_loss[1]
 
@@ -198,7 +198,7 @@ def step_op_counts(model, X, y, threat, lr) -> dict[str, int]:
         counts, in_loss = count_ops(iv)
         out[label] = sum(counts.values())
         if label == "interval step":
-            out["  ↳ of which the loss's interval bounds (`mibpcert.losses`)"] = in_loss
+            out["  ↳ of which the loss's gradient bounds (`mibpcert.losses`)"] = in_loss
     return out
 
 
@@ -270,7 +270,7 @@ def main(argv=None) -> int:
         rows.append((f"certified_train interval, {label}", med[k]))
         rows.append((f"  ↳ interval_step only, {label}", med[k + "/step"]))
         if k == "rounding on":
-            rows.append(("    ↳ of which the loss's interval bounds (`mibpcert.losses`), rounding on", med[k + "/loss"]))
+            rows.append(("    ↳ of which the loss's gradient bounds (`mibpcert.losses`), rounding on", med[k + "/loss"]))
             rest = statistics.median(a - b for a, b in zip(times[k], times[k + "/step"]))
             rows.append(("  ↳ rest of the call (nominal step, checks, log), rounding on", rest))
 

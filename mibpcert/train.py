@@ -297,7 +297,7 @@ def certified_train(
                                     if bounder.needs_nominal else {})
                     # nominal SGD step on the clean batch
                     opt.zero_grad()
-                    loss.value(nominal(Xb), yb).mean().backward()
+                    loss.mean_value(nominal(Xb), yb).backward()
                     opt.step()
                     # the bounder's step over the threat region
                     region = threat.region(Xb, yb, info)

@@ -38,13 +38,13 @@ class SampleTrace:
 
     ``pre[l]``/``post[l]``: pre-activation and activation of layer l (B, out_l); ``inputs``: the
     input box (B, in); ``dlogits``: d loss / d logits (B, C); ``deltas[l]``: d loss / d pre[l];
-    ``grads[name]``: the sample's gradient of each parameter (B, *shape); ``loss``: (B,).
+    ``grads[name]``: the sample's gradient of each parameter (B, *shape). (The loss values are not
+    bounded: the step needs only their gradient.)
     """
 
     inputs: Interval
     pre: list[Interval]
     post: list[Interval]
-    loss: Interval
     dlogits: Interval
     deltas: list[Interval]
     grads: dict[str, Interval]
@@ -66,10 +66,9 @@ def forward(spec: ModelSpec, params: ParamBox, x: Interval | torch.Tensor, exact
 def sample_bounds(
     spec: ModelSpec, params: ParamBox, x: Interval, labels, loss: Loss | str, exact: bool = False
 ) -> SampleTrace:
-    """Bounds on each sample's loss, intermediate quantities and parameter gradients."""
+    """Bounds on each sample's intermediate quantities and parameter gradients."""
     pre, post = forward(spec, params, x, exact=exact)
-    loss_iv, delta = as_loss(loss).bounds(pre[-1], labels)
-    dlogits = delta
+    delta = dlogits = as_loss(loss).grad_bounds(pre[-1], labels)
     deltas: list[Interval] = [delta] * len(spec.layers)
     grads: dict[str, Interval] = {}
     for li in range(len(spec.layers) - 1, -1, -1):
@@ -82,7 +81,7 @@ def sample_bounds(
         if li > 0:
             back = matmul(delta, params[layer.weight], exact=exact)
             delta = back.relu_backward(pre[li - 1]) if spec.layers[li - 1].relu else back
-    return SampleTrace(x, pre, post, loss_iv, dlogits, deltas, grads)
+    return SampleTrace(x, pre, post, dlogits, deltas, grads)
 
 
 def aggregate(base: Interval, poisoned: Interval | None, k: int | None) -> Interval:
@@ -189,7 +188,6 @@ def _split_trace(t: SampleTrace, B: int) -> tuple[SampleTrace, SampleTrace]:
             t.inputs[sl],
             [p[sl] for p in t.pre],
             [p[sl] for p in t.post],
-            t.loss[sl],
             t.dlogits[sl],
             [d[sl] for d in t.deltas],
             {n: g[sl] for n, g in t.grads.items()},

@@ -35,6 +35,30 @@ def test_nominal_equals_plain_sgd(loss, shuffle):
         assert torch.equal(model.state_dict()[name], p)
 
 
+@pytest.mark.parametrize("loss", ["bce", "ce", "mse"])
+def test_nominal_run_is_the_plain_torch_loop_bit_for_bit(loss):
+    """The nominal model is what ``torch.optim.SGD`` on torch's mean loss gives, bit for bit."""
+    import copy
+
+    import torch.nn.functional as F
+
+    task = TASK[loss]
+    X, y = make_data(task, 11, seed=4)
+    model = make_model(task, seed=5)
+    res = certified_train(model, X, y, LinfFeatures(0.01), TrainConfig(epochs=2, lr=0.2, batch_size=4, loss=loss))
+    fn = {"bce": lambda z, t: F.binary_cross_entropy_with_logits(z[:, 0], t), "ce": lambda z, t: F.cross_entropy(z, t.long()),
+          "mse": F.mse_loss}[loss]
+    net = copy.deepcopy(model)
+    opt = torch.optim.SGD(net.parameters(), lr=0.2)
+    for _ in range(2):
+        for i in range(0, 11, 4):
+            opt.zero_grad()
+            fn(net(X[i:i + 4]), y[i:i + 4]).backward()
+            opt.step()
+    for name, p in net.state_dict().items():
+        assert torch.equal(res.nominal.state_dict()[name], p), name
+
+
 def test_shuffle_orders_are_permutations_that_change_per_epoch():
     orders = [torch.cat(batch_indices(11, 4, e, True, 3)) for e in range(3)]
     for o in orders:

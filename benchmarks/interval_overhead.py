@@ -171,7 +171,9 @@ def count_ops(fn) -> tuple[Counter, int]:
     return counts, in_loss[1]
 
 
-def step_op_counts(model, X, y, threat, lr) -> dict[str, int]:
+def step_op_counts(model, X, y, threat, lr, cfg: TrainConfig, n_steps: int) -> dict[str, int]:
+    """Operators of one nominal step, of one interval step (from a box of an earlier step, with a
+    fresh threat region) and its loss's share, and of a whole ``certified_train`` call per step."""
     from mibpcert.model import describe
     from mibpcert.interval.tensor import Interval, outward_rounding
     from mibpcert.threats import TaskInfo
@@ -199,6 +201,8 @@ def step_op_counts(model, X, y, threat, lr) -> dict[str, int]:
         out[label] = sum(counts.values())
         if label == "interval step":
             out["  ↳ of which the loss's gradient bounds (`mibpcert.losses`)"] = in_loss
+    out["certified_train, per step (whole call, rounding on)"] = round(
+        sum(count_ops(lambda: certified_train(model, X, y, threat, cfg))[0].values()) / n_steps)
     return out
 
 
@@ -280,7 +284,7 @@ def main(argv=None) -> int:
     table_s = "\n".join(table)
     print(table_s)
 
-    ops = step_op_counts(model, X, y, threat, args.lr)
+    ops = step_op_counts(model, X, y, threat, args.lr, configs["rounding on"], n_steps)
     ops_table = ["| one training step | torch operators dispatched |", "|---|---:|"]
     ops_table += [f"| {k} | {v} |" for k, v in ops.items()]
     ops_s = "\n".join(ops_table)
@@ -342,47 +346,61 @@ ANALYSIS = """\
 
 * **Dispatch, not arithmetic.** At 2-20-1 and batch 100 a tensor holds at most 16,000 numbers, so
   every torch operator costs a few µs of fixed overhead (Python binding, dispatcher, allocation,
-  iterator set-up) whatever it computes: ~5 µs per operator of the interval step on average, against
-  ~10 µs per operator of the nominal step (autograd and optimizer bookkeeping included).
-* **The loss's interval bounds** (`mibpcert.losses`: `BCE.interval_bounds`, `over_labels`; rows "of
-  which the loss's interval bounds"): ~90 operators and about 1× plain torch by themselves. They
-  include bounds on the loss values, which the interval step does not use (a softplus per bound and
-  label), a label hull of 13 operators per quantity (a new ±inf tensor per call) and each
-  element-wise function applied to the two bounds separately.
-* **The nominal step and the threat region** (in "rest of the call"): the nominal SGD step costs
-  ~1.1-1.2× plain torch by itself (a per-sample loss, then its mean, as the loss object defines
-  it); the region ~0.1× (`one_hot` of the labels, with two host syncs, every step). With the loss
-  bounds that is ~2.3× of the 4× budget before any interval arithmetic.
-* **The interval arithmetic** (the other ~135 operators of the step, ~2.4× plain torch): bounds are
-  kept as stacked `(2, ...)` tensors where that saves operators (one in-place `nextafter` per
-  rounded pair; one operator for a ReLU, a bias addition, a scaling, a reshape, the batch sums and
-  the update), and the parameter box is a view of the flat vector the update produced. What is left
-  is the mid-radius product: per layer and direction five matrix products, the `gamma` error term
-  and the midpoint and radius of each factor, every rounding of which keeps the bounds as they were
-  (bit for bit). Operator counts are only a proxy: a reduction over the stacked dimension or a
-  three-operand broadcast costs more than a plain element-wise operator, so some operations keep
-  the two bounds apart (midpoint and radius, `monotone`).
-* **Per-step check and log**: one flat comparison of the nominal parameters with the box, the widths
-  and one `.tolist()` for every number of the step (~16 operators).
+  iterator set-up) whatever it computes. A `certified_train` run dispatches ~208 operators per
+  step (307 before issue 13, item 3), the plain loop 42.
+* **What item 3 removed, bounds bit for bit unchanged** (golden bounds test):
+  - *Loss*: the interval step calls `Loss.grad_bounds`, d loss / d logits alone: 20 operators
+    (the loss values and gradients took 91) and ~0.3× plain torch (was 1.0×). For BCE: the sigmoid
+    of the two bounds, one widening of the stacked pair, minus 1 for label 1, and the label hull as
+    one maximum over sign-flipped stacked candidates (`hull_where`, exact; it was a `where`,
+    `minimum` and `maximum` per label and a new ±inf tensor per call).
+  - *Autograd bookkeeping*: the interval step runs in `torch.inference_mode` (same operators and
+    values; ~15% of a step at this size, measured on the step alone); its box is copied out as
+    ordinary tensors (one operator).
+  - *Threat region*: the label mask is one comparison with cached class numbers (`one_hot` took
+    8 operators and two host syncs). In the given order the batches are row views made once,
+    and for training data up to 16 MiB each batch's region is made once and reused in every
+    epoch, so the input box's stacked bounds, midpoint and radius are computed once per run
+    (~11 operators a step fewer).
+  - *Nominal step*: trains on `Loss.mean_value`, torch's own mean reduction: the plain loop's
+    operators, and the nominal model equals the plain loop bit for bit.
+  - *Check and log*: flat views of the nominal parameters (no reshape per tensor and step) and
+    `aminmax`: 13 operators and one host transfer.
+* **Interleaving costs.** Inside the run the nominal step takes ~1.5× the time of the same step
+  in a loop of its own, and a threat region made right after a nominal and an interval step ~3.5×
+  its time in a tight loop (97 vs 28 µs): each part of a step finds the caches and branch
+  predictors cold from the other. So "rest of the call" stays ~2× plain torch though it adds
+  only ~15 operators to the nominal step; operator counts undercount the cost of a mixed step.
+* **The interval arithmetic** (the other ~140 operators of the step): bounds are kept as stacked
+  `(2, ...)` tensors where that saves operators (one in-place `nextafter` per rounded pair; one
+  operator for a ReLU, a bias addition, a scaling, a reshape, the batch sums and the update), and
+  the parameter box is a view of the flat vector the update produced. What is left is the
+  mid-radius product: per layer and direction five matrix products, the `gamma` error term and
+  the midpoint and radius of each factor (~6 operators per factor, 4 factors a step), every
+  rounding of which keeps the bounds as they were (bit for bit). Reductions over the stacked
+  dimension and `aminmax` with a dimension measured slower than the separate operators they would
+  replace, so those stay.
+* **Load.** The machine is shared (2 CPUs; another process kept one busy during these runs):
+  ratios grow with the load. Back to back at load ~1.7: the code before item 3 5.3×, after 4.4×;
+  the previous table had 5.1× at load 0.8.
 * **Subnormals**: outward rounding still moves exact zeros to ±4.9e-324 (the share above), but on
-  this CPU flushing them saves nothing measurable (flush row; also at 2-512-1), so avoiding them
-  would not pay here; CPUs that handle subnormals in microcode may differ.
+  this CPU flushing them saves nothing measurable (flush row), so avoiding them would not pay here.
 * **Not used: `torch.compile`.** Inductor generates C++ with its own reduction order and
   (configurably) fused multiply-adds, while the rounding error bounds here assume each operation
   rounds once, in the order written; compiled bound arithmetic would need its own soundness
-  argument. TorchScript (deprecated) runs the same operators without Python: ~18% faster on a
-  mid-radius product in a quick test.
+  argument.
 
-## Suggestions (outside the interval path's files)
+## What is left (if the target is to be met on a loaded machine)
 
-1. Losses: a gradient-only interval bound for the interval step (no loss values: ~30 operators
-   fewer), and `over_labels` with cached ±inf tensors.
-2. Threats: the label mask depends only on the labels; built once per data set it would save the
-   region's per-step `one_hot` and its host syncs.
-3. If bounds may change by an ulp (still sound, not tighter-or-equal): fold the per-product
-   rounding of the per-sample gradients into the batch sum's `gamma` term, and with every sample in
-   one region (`k=None`) take the weight-gradient sums as matrix products (`d.lo⁺ᵀa.lo + d.lo⁻ᵀa.hi`
-   for post-ReLU activations `a ≥ 0`) instead of `(B, out, in)` corner products.
+1. Bounds that may change by an ulp (still sound): skip the product with `1 - lr * weight_decay`
+   when it is exactly 1 (2 operators a step), fold the per-product rounding of the per-sample
+   gradients into the batch sum's `gamma` term (1 per layer). Small at this size: a few %.
+2. With every sample in one region (`k=None`), weight-gradient sums as matrix products (`d.lo⁺ᵀa.lo
+   + d.lo⁻ᵀa.hi` for post-ReLU `a ≥ 0`) instead of `(B, out, in)` corner products: fewer FLOPs and
+   less memory, but not fewer operators, so it pays at larger widths and batches, not here.
+3. The per-step log's per-tensor mean widths (split and one sum per tensor, ~6 operators): one
+   segment sum would do, with other rounding of the logged means and a non-deterministic kernel
+   on CUDA.
 """
 
 

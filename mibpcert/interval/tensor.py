@@ -41,7 +41,8 @@ def _inf(t: torch.Tensor, negative: bool) -> torch.Tensor:
     key = (t.dtype, t.device, negative)
     v = _INF.get(key)
     if v is None:
-        v = _INF[key] = torch.tensor(-torch.inf if negative else torch.inf, dtype=t.dtype, device=t.device)
+        with torch.inference_mode(False):  # an ordinary tensor, also when first needed in inference mode
+            v = _INF[key] = torch.tensor(-torch.inf if negative else torch.inf, dtype=t.dtype, device=t.device)
     return v
 
 
@@ -126,7 +127,8 @@ def _pair(kind: str, dtype: torch.dtype, device: torch.device, ndim: int) -> tor
     key = (kind, dtype, device, ndim)
     v = _PAIRS.get(key)
     if v is None:
-        v = _PAIRS[key] = torch.tensor(_PAIR_VALUES[kind], dtype=dtype, device=device).reshape((2,) + (1,) * (ndim - 1))
+        with torch.inference_mode(False):  # an ordinary tensor, also when first needed in inference mode
+            v = _PAIRS[key] = torch.tensor(_PAIR_VALUES[kind], dtype=dtype, device=device).reshape((2,) + (1,) * (ndim - 1))
     return v
 
 

@@ -31,7 +31,7 @@ from .steps.affine import check_size as check_affine_size
 from .steps.interval import ParamBox, flatten
 from .interval.tensor import Interval, check_exact_float32_matmul, outward_rounding
 from .model import ModelSpec, describe
-from .threats import TaskInfo, Threat
+from .threats import Region, TaskInfo, Threat
 
 log = logging.getLogger("mibpcert")
 
@@ -65,6 +65,7 @@ class StepLog:
 
 
 RESULT_FILE = "mibpcert.TrainResult"
+REGION_CACHE_BYTES = 16 * 2**20  # training data up to this size keeps every batch's threat region (~6x its size)
 
 
 @dataclass
@@ -169,10 +170,10 @@ def _step_numbers(flat: torch.Tensor, p: torch.Tensor, sign: torch.Tensor, sizes
     somewhere; the sign of a difference of two floats is exact; ``sign`` is [[-1], [1]]), and the
     mean width of each tensor (``sizes``, in order). Means are sums divided on the host, as
     ``Tensor.mean`` does."""
-    w = flat.diff(dim=0)  # (1, P): hi - lo
+    w = torch.sub(*flat.unbind(0)[::-1])  # (P,): hi - lo
     lim = flat if tol == 0 else torch.addcmul(flat, sign, tol * (1 + p.abs()))
     outside = ((p - lim) * sign).amax()  # max over entries of lo - p and p - hi
-    vals = torch.stack([w.max(), w.min(), outside, w.sum()] + [c.sum() for c in w.split(sizes, dim=1)]).tolist()
+    vals = torch.stack([*torch.aminmax(w)[::-1], outside, w.sum()] + [c.sum() for c in w.split(sizes)]).tolist()
     finite = math.isfinite(vals[0]) and math.isfinite(vals[1])  # a NaN makes the maximum NaN
     return finite, vals[0], vals[3] / w.numel(), vals[2], [s / n for s, n in zip(vals[4:], sizes)]
 
@@ -270,11 +271,17 @@ def certified_train(
             history=[asdict(h) for h in history], epochs_done=epochs_done, bounder=bounder.saved_state()))
 
     tol = 0.0 if cfg.outward_rounding else (1e-12 if dtype == torch.float64 else 1e-5)  # rounding off: not sound
-    # per step: batches are row slices (contiguous, as the copies X[idx] were), and the check and
-    # log read the nominal parameters (``state`` aliases them: SGD and a resume update them in place)
+    # per step: in the given order the batches are row views made once for every epoch (contiguous,
+    # as the copies X[idx] of a shuffled order are), and the check and log read the nominal
+    # parameters (``state`` aliases them: SGD and a resume update them in place; flat views too)
     X, y = X.contiguous(), y.contiguous()
+    fixed = None if cfg.shuffle else [(idx, X[rows], y[rows]) for idx, rows in _batches(n, cfg, 0, device)]
+    # the same batches in every epoch: their regions (a function of the batch alone), with what the
+    # interval step caches on them (stacked bounds, midpoints, radii), are made once for a small data set
+    regions: dict[int, Region] | None = {} if fixed is not None and X.nbytes <= REGION_CACHE_BYTES else None
     names = spec.param_names
     nominal_params = [state[k] for k in names]
+    flat_params = [t.view(-1) for t in nominal_params] if all(t.is_contiguous() for t in nominal_params) else None
     sizes = [t.numel() for t in nominal_params]
     sign = torch.tensor([[-1.0], [1.0]], dtype=dtype, device=device)
     bar = None
@@ -288,24 +295,25 @@ def certified_train(
     try:
         with outward_rounding(cfg.outward_rounding), stop:
             for epoch in range(cfg.epochs):
-                for idx, rows in _batches(n, cfg, epoch, device):
+                for b, (idx, Xb, yb) in enumerate(fixed or ((i, X[r], y[r]) for i, r in _batches(n, cfg, epoch, device))):
                     step += 1
                     if step <= start_step:
                         continue
                     t0 = time.perf_counter()
-                    Xb, yb = X[rows], y[rows]
                     theta_before = ({k: v.detach().clone() for k, v in nominal.state_dict().items()}
                                     if bounder.needs_nominal else {})
                     # nominal SGD step on the clean batch
                     opt.zero_grad()
-                    loss.value(nominal(Xb), yb).mean().backward()
+                    loss.mean_value(nominal(Xb), yb).backward()
                     opt.step()
                     # the bounder's step over the threat region
-                    region = threat.region(Xb, yb, info)
+                    region = regions[b] if regions is not None and b in regions else threat.region(Xb, yb, info)
+                    if regions is not None:
+                        regions[b] = region
                     ctx = StepContext(spec, cfg, info, threat, lr, theta_before)
                     new_box, stats = bounder.bound_step(box, Batch(Xb, yb, idx), region, ctx)
                     flat = flatten(new_box, names).stacked
-                    p = torch.cat([t.reshape(-1) for t in nominal_params])
+                    p = torch.cat(flat_params or [t.reshape(-1) for t in nominal_params])
                     finite, max_w, mean_w, outside, tensor_w = _step_numbers(flat, p, sign, sizes, tol)
                     if not finite:
                         prev = ", ".join(f"{s.step}:{s.max_width:.3g}" for s in steps_log[-5:])

@@ -41,7 +41,8 @@ def _inf(t: torch.Tensor, negative: bool) -> torch.Tensor:
     key = (t.dtype, t.device, negative)
     v = _INF.get(key)
     if v is None:
-        v = _INF[key] = torch.tensor(-torch.inf if negative else torch.inf, dtype=t.dtype, device=t.device)
+        with torch.inference_mode(False):  # an ordinary tensor, also when first needed in inference mode
+            v = _INF[key] = torch.tensor(-torch.inf if negative else torch.inf, dtype=t.dtype, device=t.device)
     return v
 
 
@@ -126,7 +127,8 @@ def _pair(kind: str, dtype: torch.dtype, device: torch.device, ndim: int) -> tor
     key = (kind, dtype, device, ndim)
     v = _PAIRS.get(key)
     if v is None:
-        v = _PAIRS[key] = torch.tensor(_PAIR_VALUES[kind], dtype=dtype, device=device).reshape((2,) + (1,) * (ndim - 1))
+        with torch.inference_mode(False):  # an ordinary tensor, also when first needed in inference mode
+            v = _PAIRS[key] = torch.tensor(_PAIR_VALUES[kind], dtype=dtype, device=device).reshape((2,) + (1,) * (ndim - 1))
     return v
 
 
@@ -442,6 +444,17 @@ def _bounds(x: "Interval | torch.Tensor | float", like: Interval) -> tuple:
     return x, x
 
 
+def hull_where(candidates: list[Interval], allowed: torch.Tensor) -> Interval:
+    """The hull, at every position, of the candidate intervals allowed there: the least lower
+    bound and the greatest upper bound over the ``k`` with ``allowed[..., k]`` (``allowed``
+    broadcasts against ``(*shape, K)`` for K candidates of one ``shape``); ``[inf, -inf]`` (empty)
+    where none is allowed. Exact: the lower bounds are negated (exact) so that one maximum over
+    the candidates gives both bounds, and negated back."""
+    s = torch.stack([c.stacked for c in candidates], dim=-1)  # (2, *shape, K)
+    flipped = torch.where(allowed, s * _pair("sign", s.dtype, s.device, s.dim()), _inf(s, True))
+    return Interval.from_stacked(flipped.amax(-1).mul_(_pair("sign", s.dtype, s.device, s.dim() - 1)))
+
+
 def outer(a: Interval, b: Interval) -> Interval:
     """Bounds on the (batched) outer products ``a[..., :, None] * b[..., None, :]``: each entry
     is the product of two intervals (min and max of its four corner products, each correctly
@@ -519,4 +532,4 @@ def monotone(fn, x: Interval, increasing: bool = True, ulps: int = 8) -> Interva
     if not rounding_enabled():
         return Interval(lo, hi, check=False)
     err = torch.maximum(lo.abs(), hi.abs()).mul_(ulps * torch.finfo(lo.dtype).eps).add_(torch.finfo(lo.dtype).tiny)
-    return Interval._rounded_bounds(lo - err, hi + err)
+    return Interval.from_stacked(_widen_(torch.stack((lo, hi)), err))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..interval.affine import Affine
-from ..interval.tensor import Interval
+from ..interval.tensor import Interval, hull_where
 from ..ir.encoder import AffineSum, Encoder, Vec
 
 
@@ -35,9 +35,21 @@ class Loss:
         """The loss of every sample (B,); a batch's training objective is the mean."""
         raise NotImplementedError
 
+    def mean_value(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """A batch's training objective, the mean of :meth:`value` (what the nominal run trains
+        on). Losses that torch has compute it as torch's ``reduction="mean"`` does, so that the
+        nominal run is the plain torch loop with that loss, bit for bit."""
+        return self.value(logits, y).mean()
+
     def interval_bounds(self, logits: Interval, labels) -> tuple[Interval, Interval]:
         """Bounds (B,) on the loss and (B, C) on d loss / d logits over the logit box and labels."""
         raise NotImplementedError
+
+    def grad_bounds(self, logits: Interval, labels) -> Interval:
+        """Bounds (B, C) on d loss / d logits alone over the logit box and labels (what the
+        interval step needs: no loss values), the same bounds, bit for bit, as the gradient part
+        of :meth:`interval_bounds`. Subclasses override it with the gradient's own computation."""
+        return self.interval_bounds(logits, labels)[1]
 
     def bounds(self, logits: Interval, labels) -> tuple[Interval, Interval]:
         """:meth:`interval_bounds` with the loss clamped to [0, inf): every loss here is
@@ -50,7 +62,7 @@ class Loss:
         and every allowed label. Default: the interval bounds of the gradient over the logits'
         range, as independent terms (sound for every loss; losses whose gradient is close to
         linear in the logits override it to keep the relation)."""
-        return Affine.from_interval(self.bounds(z.bounds(), labels)[1], z.m)
+        return Affine.from_interval(self.grad_bounds(z.bounds(), labels), z.m)
 
     def encode_grad(self, enc: Encoder, z: Vec, label: Vec, bounds, pieces: int) -> Vec:
         """d loss / d logits of one sample for logits ``z`` and label encoding ``label`` (binary:
@@ -121,23 +133,25 @@ class RegressionLoss(Loss):
         return y, None
 
 
+_CLASSES: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+
+
 def label_mask(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """One-hot boolean mask (B, K) of the clean labels."""
-    return torch.nn.functional.one_hot(y.long(), num_classes).bool()
+    """One-hot boolean mask (B, K) of the clean labels ``y`` (B,): integers in [0, K) of any
+    dtype, as :meth:`Loss.check_labels` accepts them (another value allows no class). One
+    comparison with the class numbers, no host synchronisation (``one_hot`` checks the range)."""
+    key = (num_classes, y.dtype, y.device)
+    classes = _CLASSES.get(key)
+    if classes is None:
+        classes = _CLASSES[key] = torch.arange(num_classes, dtype=y.dtype, device=y.device)
+    return y.unsqueeze(1) == classes
 
 
 def over_labels(mask: torch.Tensor, per_label: list[Interval]) -> Interval:
-    """The hull over the allowed labels (mask (B, K)) of per-label bounds: min of the lower
-    bounds and max of the upper bounds of the labels a sample may carry."""
-    inf = torch.tensor(torch.inf, dtype=per_label[0].dtype, device=per_label[0].device)
-    lo = hi = None
-    for k, iv in enumerate(per_label):
-        allowed = mask[:, k].reshape((-1,) + (1,) * (iv.lo.dim() - 1))
-        lk = torch.where(allowed, iv.lo, inf)
-        hk = torch.where(allowed, iv.hi, -inf)
-        lo = lk if lo is None else torch.minimum(lo, lk)
-        hi = hk if hi is None else torch.maximum(hi, hk)
-    return Interval(lo, hi, check=False)
+    """The hull over the allowed labels (mask (B, K)) of per-label bounds (B, ...): min of the
+    lower bounds and max of the upper bounds of the labels a sample may carry."""
+    ndim = per_label[0].ndim
+    return hull_where(per_label, mask if ndim == 1 else mask.reshape((mask.shape[0],) + (1,) * (ndim - 1) + (-1,)))
 
 
 def encode_difference(enc: Encoder, a: Vec, b: Vec, bounds, name: str) -> Vec:

@@ -45,13 +45,22 @@ class BCE(BinaryLoss):
     def value(self, logits, y):
         return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype), reduction="none")
 
+    def mean_value(self, logits, y):
+        return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
+
     def interval_bounds(self, logits, mask):
         self.check_logits(logits, mask)
         z = logits[:, 0]
         loss0 = monotone(_softplus, z, increasing=True)
         loss1 = monotone(lambda t: _softplus(-t), z, increasing=False)
-        sig = monotone(torch.sigmoid, z, increasing=True)
-        return over_labels(mask, [loss0, loss1]), over_labels(mask, [sig, sig - 1.0]).unsqueeze(1)
+        return over_labels(mask, [loss0, loss1]), self.grad_bounds(logits, mask)
+
+    def grad_bounds(self, logits, mask):
+        """``sigmoid(z) - y``: sigmoid of the bounds (padded for libm), minus 1 rounded outward for
+        label 1, hull over the allowed labels."""
+        self.check_logits(logits, mask)
+        sig = monotone(torch.sigmoid, logits[:, 0], increasing=True)
+        return over_labels(mask, [sig, sig - 1.0]).unsqueeze(1)
 
     def encode_grad(self, enc, z, label, bounds, pieces):
         return encode_difference(enc, _sigmoid_enclosure(enc, z, pieces), label, bounds, "dbce")
@@ -127,21 +136,27 @@ class Hinge(BinaryLoss):
         self.check_logits(logits, mask)
         z = logits[:, 0]
         one = torch.ones_like(z.lo)
-        zero = torch.zeros_like(z.lo)
-        # y = 1: margin 1 - z
+        # y = 1: margin 1 - z; y = 0: margin 1 + z
         l1 = Interval((1.0 - z.hi).clamp_min(0), (1.0 - z.lo).clamp_min(0), check=False)
-        g1_lo = torch.where(z.lo <= 1.0, -one, zero)  # some point with 1 - z >= 0: derivative -1 possible
-        g1_hi = torch.where(z.hi >= 1.0, zero, -one)  # some point with 1 - z <= 0: derivative 0 possible
-        # y = 0: margin 1 + z
         l0 = Interval((1.0 + z.lo).clamp_min(0), (1.0 + z.hi).clamp_min(0), check=False)
-        g0_lo = torch.where(z.lo <= -1.0, zero, one)
-        g0_hi = torch.where(z.hi >= -1.0, one, zero)
         if rounding_enabled():
             l1 = Interval(torch.nextafter(l1.lo, -one).clamp_min(0), torch.nextafter(l1.hi, 2 * l1.hi + 1), check=False)
             l0 = Interval(torch.nextafter(l0.lo, -one).clamp_min(0), torch.nextafter(l0.hi, 2 * l0.hi + 1), check=False)
-        loss = over_labels(mask, [l0, l1])
+        return over_labels(mask, [l0, l1]), self.grad_bounds(logits, mask)
+
+    def grad_bounds(self, logits, mask):
+        """The derivative's possible values (-s, 0 or both) from where the box lies relative to
+        the kink, hull over the allowed labels; exact (values 0 and +-1)."""
+        self.check_logits(logits, mask)
+        z = logits[:, 0]
+        one = torch.ones_like(z.lo)
+        zero = torch.zeros_like(z.lo)
+        g1_lo = torch.where(z.lo <= 1.0, -one, zero)  # y = 1: some point with 1 - z >= 0: derivative -1 possible
+        g1_hi = torch.where(z.hi >= 1.0, zero, -one)  # some point with 1 - z <= 0: derivative 0 possible
+        g0_lo = torch.where(z.lo <= -1.0, zero, one)  # y = 0: margin 1 + z
+        g0_hi = torch.where(z.hi >= -1.0, one, zero)
         grad = over_labels(mask, [Interval(g0_lo, g0_hi, check=False), Interval(g1_lo, g1_hi, check=False)])
-        return loss, grad.unsqueeze(1)
+        return grad.unsqueeze(1)
 
     def encode_grad(self, enc, z, label, bounds, pieces):
         if label.idx[0] < 0:

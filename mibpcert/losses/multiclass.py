@@ -40,6 +40,21 @@ def log_softmax_bounds(logits: Interval) -> Interval:
     return Interval(lo, torch.minimum(hi, torch.zeros_like(hi)), check=False)
 
 
+def _grad(ls: Interval, mask: torch.Tensor) -> Interval:
+    """d loss / d logits ``p_j - [j == y]`` from log-softmax bounds ``ls`` (B, C), p = exp(ls)
+    (padded for libm, clipped to [0, 1]), over the labels allowed by ``mask`` (B, C)."""
+    p = monotone(torch.exp, ls, increasing=True)
+    p = Interval(p.lo.clamp_min(0), p.hi.clamp_max(1), check=False)
+    onehot_lo = mask.to(p.dtype)  # subtracting 1 at j is possible when j is an allowed label
+    others = (mask.sum(dim=1, keepdim=True) - mask.to(torch.long)) > 0  # some allowed label != j
+    sub_hi = torch.where(others, torch.zeros_like(p.lo), torch.ones_like(p.lo))  # least amount subtracted
+    grad = Interval(p.lo - onehot_lo, p.hi - sub_hi, check=False)
+    if rounding_enabled():
+        inf = torch.tensor(torch.inf, dtype=p.dtype, device=p.device)
+        grad = Interval(torch.nextafter(grad.lo, -inf), torch.nextafter(grad.hi, inf), check=False)
+    return grad
+
+
 class CrossEntropy(MulticlassLoss):
     """Cross-entropy from log-softmax bounds; gradient p_j - [j == y] with p_j = exp(log p_j)."""
 
@@ -48,25 +63,27 @@ class CrossEntropy(MulticlassLoss):
     def value(self, logits, y):
         return F.cross_entropy(logits, y.long(), reduction="none")
 
+    def mean_value(self, logits, y):
+        return F.cross_entropy(logits, y.long())
+
     def interval_bounds(self, logits, mask):
-        B, C = logits.shape
-        if mask.shape != (B, C):
-            raise ValueError(f"loss 'ce' needs a label mask of shape (B, {C}), got {tuple(mask.shape)}")
-        ls = log_softmax_bounds(logits)
-        p = monotone(torch.exp, ls, increasing=True)
-        p = Interval(p.lo.clamp_min(0), p.hi.clamp_max(1), check=False)
+        ls = self._log_softmax(logits, mask)
         neg = -ls  # loss for label c lies in neg[:, c]
-        inf = torch.tensor(torch.inf, dtype=p.dtype, device=p.device)
+        inf = torch.tensor(torch.inf, dtype=ls.dtype, device=ls.device)
         loss = Interval(
             torch.where(mask, neg.lo, inf).amin(dim=1), torch.where(mask, neg.hi, -inf).amax(dim=1), check=False
         )
-        onehot_lo = mask.to(p.dtype)  # subtracting 1 at j is possible when j is an allowed label
-        others = (mask.sum(dim=1, keepdim=True) - mask.to(torch.long)) > 0  # some allowed label != j
-        sub_hi = torch.where(others, torch.zeros_like(p.lo), torch.ones_like(p.lo))  # least amount subtracted
-        grad = Interval(p.lo - onehot_lo, p.hi - sub_hi, check=False)
-        if rounding_enabled():
-            grad = Interval(torch.nextafter(grad.lo, -inf), torch.nextafter(grad.hi, inf), check=False)
-        return loss, grad
+        return loss, _grad(ls, mask)
+
+    def grad_bounds(self, logits, mask):
+        return _grad(self._log_softmax(logits, mask), mask)
+
+    @staticmethod
+    def _log_softmax(logits: Interval, mask: torch.Tensor) -> Interval:
+        B, C = logits.shape
+        if mask.shape != (B, C):
+            raise ValueError(f"loss 'ce' needs a label mask of shape (B, {C}), got {tuple(mask.shape)}")
+        return log_softmax_bounds(logits)
 
     def encode_grad(self, enc, z, label, bounds, pieces):
         ls = log_softmax_bounds(Interval(torch.as_tensor(z.lo).unsqueeze(0), torch.as_tensor(z.hi).unsqueeze(0), check=False))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..interval.tensor import Interval, rounding_enabled
 from ..ir.encoder import AffineSum
@@ -19,17 +20,28 @@ class MSE(RegressionLoss):
     def value(self, logits, y):
         return ((logits - y.reshape(logits.shape).to(logits.dtype)) ** 2).mean(dim=1)
 
+    def mean_value(self, logits, y):
+        return F.mse_loss(logits, y.reshape(logits.shape).to(logits.dtype))
+
     def interval_bounds(self, logits, targets):
-        if not isinstance(targets, Interval) or targets.shape != logits.shape:
-            raise ValueError(f"loss 'mse' needs target bounds of shape {tuple(logits.shape)}")
+        d = self._difference(logits, targets)
         C = logits.shape[1]
-        d = logits - targets
         sq_hi = torch.maximum(d.lo * d.lo, d.hi * d.hi)
         sq_lo = torch.where(d.lo > 0, d.lo * d.lo, torch.where(d.hi < 0, d.hi * d.hi, torch.zeros_like(d.lo)))
         sq = Interval(sq_lo, sq_hi, check=False)
         if rounding_enabled():
             sq = Interval(torch.nextafter(sq.lo, -sq.hi - 1).clamp_min(0), torch.nextafter(sq.hi, sq.hi * 2 + 1), check=False)
-        return sq.sum(dim=1).scale(1.0 / C), d.scale(2.0 / C)
+        return sq.sum(dim=1).scale(1.0 / C), _grad(d)
+
+    def grad_bounds(self, logits, targets):
+        return _grad(self._difference(logits, targets))
+
+    @staticmethod
+    def _difference(logits: Interval, targets: Interval) -> Interval:
+        """Bounds on ``z - t`` (B, C) for the logits and targets in their boxes."""
+        if not isinstance(targets, Interval) or targets.shape != logits.shape:
+            raise ValueError(f"loss 'mse' needs target bounds of shape {tuple(logits.shape)}")
+        return logits - targets
 
     def affine_grad(self, z, targets):
         """Exact: ``2 (z - t) / C`` with the targets as independent terms."""
@@ -44,3 +56,8 @@ class MSE(RegressionLoss):
         lo = 2.0 / C * (z.lo - label.hi)
         hi = 2.0 / C * (z.hi - label.lo)
         return enc.affine(AffineSum(rows, vars_, coefs, const, lo, hi, 2.0 / C * (z.start - label.start)), bounds, "dmse")
+
+
+def _grad(d: Interval) -> Interval:
+    """d loss / d z = 2 (z - t) / C from bounds ``d`` (B, C) on ``z - t``."""
+    return d.scale(2.0 / d.shape[1])

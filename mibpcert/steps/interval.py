@@ -38,13 +38,13 @@ class SampleTrace:
 
     ``pre[l]``/``post[l]``: pre-activation and activation of layer l (B, out_l); ``inputs``: the
     input box (B, in); ``dlogits``: d loss / d logits (B, C); ``deltas[l]``: d loss / d pre[l];
-    ``grads[name]``: the sample's gradient of each parameter (B, *shape); ``loss``: (B,).
+    ``grads[name]``: the sample's gradient of each parameter (B, *shape). (The loss values are not
+    bounded: the step needs only their gradient.)
     """
 
     inputs: Interval
     pre: list[Interval]
     post: list[Interval]
-    loss: Interval
     dlogits: Interval
     deltas: list[Interval]
     grads: dict[str, Interval]
@@ -66,10 +66,9 @@ def forward(spec: ModelSpec, params: ParamBox, x: Interval | torch.Tensor, exact
 def sample_bounds(
     spec: ModelSpec, params: ParamBox, x: Interval, labels, loss: Loss | str, exact: bool = False
 ) -> SampleTrace:
-    """Bounds on each sample's loss, intermediate quantities and parameter gradients."""
+    """Bounds on each sample's intermediate quantities and parameter gradients."""
     pre, post = forward(spec, params, x, exact=exact)
-    loss_iv, delta = as_loss(loss).bounds(pre[-1], labels)
-    dlogits = delta
+    delta = dlogits = as_loss(loss).grad_bounds(pre[-1], labels)
     deltas: list[Interval] = [delta] * len(spec.layers)
     grads: dict[str, Interval] = {}
     for li in range(len(spec.layers) - 1, -1, -1):
@@ -82,7 +81,7 @@ def sample_bounds(
         if li > 0:
             back = matmul(delta, params[layer.weight], exact=exact)
             delta = back.relu_backward(pre[li - 1]) if spec.layers[li - 1].relu else back
-    return SampleTrace(x, pre, post, loss_iv, dlogits, deltas, grads)
+    return SampleTrace(x, pre, post, dlogits, deltas, grads)
 
 
 def aggregate(base: Interval, poisoned: Interval | None, k: int | None) -> Interval:
@@ -146,26 +145,31 @@ def interval_step(
     weight_decay: float = 0.0,
     exact: bool = False,
 ) -> StepBounds:
-    """One SGD step on the mean batch loss, bounded with intervals (see module docstring)."""
-    B = region.features.shape[0]
-    k = region.k
-    split = k is not None and 0 < k < B
-    if split:
-        # both regions in one batched pass: rows [0, B) base, [B, 2B) poisoned
-        x = Interval(torch.cat([region.features.lo, region.poisoned_features.lo]), torch.cat([region.features.hi, region.poisoned_features.hi]), check=False)
-        labels = _cat_labels(region.labels, region.poisoned_labels)
-        both = sample_bounds(spec, params, x, labels, loss, exact)
-        base, pois = _split_trace(both, B)
-    else:
-        use_pois = k is None or k >= B
-        feats = region.poisoned_features if use_pois else region.features
-        labs = region.poisoned_labels if use_pois else region.labels
-        base, pois = sample_bounds(spec, params, feats, labs, loss, exact), None
-    names = spec.param_names
-    grad_sum = aggregate(flat_grads(base, names), flat_grads(pois, names) if pois else None, k)
-    theta = flatten(params, names)
-    new = keep_frozen(spec, theta, theta.scale(1.0 - lr * weight_decay) - grad_sum.scale(lr / B))
-    return StepBounds(unflatten(new, spec), base, pois)
+    """One SGD step on the mean batch loss, bounded with intervals (see module docstring).
+
+    Computed in ``torch.inference_mode`` (the same operators and values without autograd's
+    bookkeeping, which costs ~15% of a small step): the new box holds ordinary tensors, the
+    traces inference tensors (to read, not to change in place or differentiate through)."""
+    with torch.inference_mode():
+        B = region.features.shape[0]
+        k = region.k
+        split = k is not None and 0 < k < B
+        if split:
+            # both regions in one batched pass: rows [0, B) base, [B, 2B) poisoned
+            x = Interval(torch.cat([region.features.lo, region.poisoned_features.lo]), torch.cat([region.features.hi, region.poisoned_features.hi]), check=False)
+            labels = _cat_labels(region.labels, region.poisoned_labels)
+            both = sample_bounds(spec, params, x, labels, loss, exact)
+            base, pois = _split_trace(both, B)
+        else:
+            use_pois = k is None or k >= B
+            feats = region.poisoned_features if use_pois else region.features
+            labs = region.poisoned_labels if use_pois else region.labels
+            base, pois = sample_bounds(spec, params, feats, labs, loss, exact), None
+        names = spec.param_names
+        grad_sum = aggregate(flat_grads(base, names), flat_grads(pois, names) if pois else None, k)
+        theta = flatten(params, names)
+        new = keep_frozen(spec, theta, theta.scale(1.0 - lr * weight_decay) - grad_sum.scale(lr / B))
+    return StepBounds(unflatten(Interval.from_stacked(new.stacked.clone()), spec), base, pois)
 
 
 def keep_frozen(spec: ModelSpec, before: Interval, after: Interval) -> Interval:
@@ -189,7 +193,6 @@ def _split_trace(t: SampleTrace, B: int) -> tuple[SampleTrace, SampleTrace]:
             t.inputs[sl],
             [p[sl] for p in t.pre],
             [p[sl] for p in t.post],
-            t.loss[sl],
             t.dlogits[sl],
             [d[sl] for d in t.deltas],
             {n: g[sl] for n, g in t.grads.items()},

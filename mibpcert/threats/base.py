@@ -64,6 +64,8 @@ class Threat:
             )
 
     def region(self, X: torch.Tensor, y: torch.Tensor, info: TaskInfo) -> Region:
+        """The batch's :class:`Region`: a function of ``(X, y, info)`` alone, never changed
+        afterwards (the training loop reuses a batch's region in every epoch)."""
         raise NotImplementedError
 
     def describe(self) -> dict:

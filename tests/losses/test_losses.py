@@ -389,3 +389,150 @@ def test_affine_gradient_contains_autograd(name, width):
         if name != "mse":
             gap = gap[:, ok]
         assert bool((gap <= 0).all()), f"{name} label {k}: outside by {float(gap.max()):.3e}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the gradient-only bounds, the label hull and the label mask (the interval step's fast path)
+# ---------------------------------------------------------------------------------------------
+def _stacked_view(iv: Interval) -> Interval:
+    """The same bounds held only as one stacked tensor (as the interval step's logits are)."""
+    return Interval.from_stacked(torch.stack((iv.lo, iv.hi)))
+
+
+def _monotone_reference(fn, lo, hi, rounding):
+    """A monotone increasing function of interval bounds as first written (8 ulps of libm error)."""
+    lo, hi = fn(lo), fn(hi)
+    if not rounding:
+        return lo, hi
+    err = torch.maximum(lo.abs(), hi.abs()) * (8 * torch.finfo(F64).eps) + torch.finfo(F64).tiny
+    return torch.nextafter(lo - err, torch.tensor(-torch.inf, dtype=F64)), torch.nextafter(hi + err, torch.tensor(torch.inf, dtype=F64))
+
+
+def _grad_reference(name, logits, labels, rounding):
+    """d loss / d logits bounds as the losses computed them before ``grad_bounds`` (inside
+    ``interval_bounds``), written out independently of the package's helpers."""
+    up, down = torch.tensor(torch.inf, dtype=F64), torch.tensor(-torch.inf, dtype=F64)
+    if name == "mse":
+        lo, hi = logits.lo - labels.hi, logits.hi - labels.lo
+        if rounding:
+            lo, hi = torch.nextafter(lo, down), torch.nextafter(hi, up)
+        c = 2.0 / logits.shape[1]
+        lo, hi = lo * c, hi * c
+        return (torch.nextafter(lo, down), torch.nextafter(hi, up)) if rounding else (lo, hi)
+    if name == "ce":
+        from mibpcert.losses import log_softmax_bounds
+
+        ls = log_softmax_bounds(logits)
+        plo, phi = _monotone_reference(torch.exp, ls.lo, ls.hi, rounding)
+        others = (labels.sum(dim=1, keepdim=True) - labels.to(torch.long)) > 0
+        lo, hi = plo.clamp_min(0) - labels.to(F64), phi.clamp_max(1) - torch.where(others, 0.0, 1.0).to(F64)
+        return (torch.nextafter(lo, down), torch.nextafter(hi, up)) if rounding else (lo, hi)
+    z_lo, z_hi = logits.lo[:, 0], logits.hi[:, 0]
+    if name == "bce":
+        slo, shi = _monotone_reference(torch.sigmoid, z_lo, z_hi, rounding)
+        m1lo, m1hi = slo - 1.0, shi - 1.0
+        if rounding:
+            m1lo, m1hi = torch.nextafter(m1lo, down), torch.nextafter(m1hi, up)
+        per_label = [(slo, shi), (m1lo, m1hi)]
+    else:  # hinge
+        one, zero = torch.ones_like(z_lo), torch.zeros_like(z_lo)
+        per_label = [(torch.where(z_lo <= -1.0, zero, one), torch.where(z_hi >= -1.0, one, zero)),
+                     (torch.where(z_lo <= 1.0, -one, zero), torch.where(z_hi >= 1.0, zero, -one))]
+    lo, hi = _over_labels_reference(labels, [Interval(a, b, check=False) for a, b in per_label])
+    return lo.unsqueeze(1), hi.unsqueeze(1)
+
+
+@pytest.mark.parametrize("name", ["bce", "hinge", "ce", "mse"])
+@pytest.mark.parametrize("rounding", [True, False])
+@pytest.mark.parametrize("stacked", [True, False])
+def test_grad_bounds_equal_the_gradient_part_of_the_full_bounds(name, rounding, stacked):
+    """``Loss.grad_bounds`` (what the interval step calls) gives the gradient bounds of
+    ``Loss.interval_bounds``, and both the bounds these losses gave before ``grad_bounds``
+    existed (written out above), bit for bit: for single and several allowed labels, an empty
+    label set, kinks and huge boxes, whichever form the logits' bounds hold."""
+    from mibpcert.losses import get_loss
+
+    torch.manual_seed(len(name) + 10 * rounding + 100 * stacked)
+    C = {"bce": 1, "hinge": 1, "ce": 3, "mse": 2}[name]
+    logits = rand_box(40, C)
+    logits.lo[:4], logits.hi[:4] = -1.0, 1.0  # at the hinge's kinks
+    logits.lo[4], logits.hi[4] = -1e300, 1e300
+    if name == "mse":
+        labels = rand_box(40, C, width=0.5)
+    else:
+        labels = torch.cat([rand_mask(20, max(C, 2), max_labels=1), rand_mask(19, max(C, 2)),
+                            torch.zeros(1, max(C, 2), dtype=torch.bool)])
+    loss = get_loss(name)
+    z = _stacked_view(logits) if stacked else logits
+    with outward_rounding(rounding):
+        full = loss.interval_bounds(logits, labels)[1]
+        got = loss.grad_bounds(z, labels)
+        lo, hi = _grad_reference(name, logits, labels, rounding)
+    assert got.shape == full.shape == (40, C)
+    for out in (got, full):
+        assert torch.equal(out.lo, lo) and torch.equal(out.hi, hi)
+    if name in ("bce", "hinge"):  # the hull over no label is empty
+        assert bool((got.lo[-1] == torch.inf).all() and (got.hi[-1] == -torch.inf).all())
+
+
+def _over_labels_reference(mask, per_label):
+    """The label hull as first written: one where, minimum and maximum per label."""
+    inf = torch.tensor(torch.inf, dtype=F64)
+    lo = hi = None
+    for k, iv in enumerate(per_label):
+        allowed = mask[:, k].reshape((-1,) + (1,) * (iv.lo.dim() - 1))
+        lk, hk = torch.where(allowed, iv.lo, inf), torch.where(allowed, iv.hi, -inf)
+        lo = lk if lo is None else torch.minimum(lo, lk)
+        hi = hk if hi is None else torch.maximum(hi, hk)
+    return lo, hi
+
+
+@pytest.mark.parametrize("shape", [(30,), (30, 3), (30, 2, 2)])
+@pytest.mark.parametrize("K", [1, 2, 4])
+def test_over_labels_equals_the_per_label_minimum_and_maximum(shape, K):
+    from mibpcert.losses.base import over_labels
+
+    torch.manual_seed(K * 7 + len(shape))
+    per_label = [rand_box(*shape) if len(shape) == 2 else Interval(*(lambda lo: (lo, lo + 1.0))(torch.randn(*shape, dtype=F64)))
+                 for _ in range(K)]
+    per_label[0] = _stacked_view(per_label[0])
+    per_label[-1].lo[0] = -torch.inf  # infinite bounds pass through
+    mask = torch.rand(shape[0], K) < 0.5
+    mask[-1] = False  # no label allowed: the empty hull [inf, -inf]
+    lo, hi = _over_labels_reference(mask, per_label)
+    out = over_labels(mask, per_label)
+    assert out.shape == shape
+    assert torch.equal(out.lo, lo) and torch.equal(out.hi, hi)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.long])
+@pytest.mark.parametrize("K", [2, 3, 10])
+def test_label_mask_equals_one_hot(dtype, K):
+    from mibpcert.losses import label_mask
+
+    y = torch.randint(0, K, (57,)).to(dtype)
+    got = label_mask(y, K)
+    assert got.dtype == torch.bool and got.shape == (57, K)
+    assert torch.equal(got, F.one_hot(y.long(), K).bool())
+    assert torch.equal(label_mask(y[10:20], K), got[10:20])  # a batch slice: the rows of the data set's mask
+
+
+@pytest.mark.parametrize("name", ["bce", "hinge", "ce", "mse"])
+def test_mean_value_is_the_mean_loss_as_torch_reduces_it(name):
+    """``Loss.mean_value`` (the nominal run's objective) is the mean of ``value``, and for the
+    losses torch has, torch's own ``reduction="mean"`` bit for bit (value and gradient)."""
+    from mibpcert.losses import get_loss
+
+    torch.manual_seed(3)
+    C = {"bce": 1, "hinge": 1, "ce": 4, "mse": 3}[name]
+    z = (torch.randn(33, C, dtype=F64) * 3).requires_grad_(True)
+    y = {"bce": (torch.rand(33) < 0.5).to(F64), "hinge": (torch.rand(33) < 0.5).to(F64),
+         "ce": torch.randint(0, C, (33,)).to(F64), "mse": torch.randn(33, C, dtype=F64)}[name]
+    loss = get_loss(name)
+    got = loss.mean_value(z, y)
+    assert got.shape == ()
+    assert float(got.detach()) == pytest.approx(float(loss.value(z, y).mean().detach()), rel=1e-14)
+    ref = {"bce": lambda: F.binary_cross_entropy_with_logits(z[:, 0], y), "ce": lambda: F.cross_entropy(z, y.long()),
+           "mse": lambda: F.mse_loss(z, y), "hinge": lambda: loss.value(z, y).mean()}[name]()
+    assert torch.equal(got, ref)
+    assert torch.equal(torch.autograd.grad(got, z)[0], torch.autograd.grad(ref, z)[0])

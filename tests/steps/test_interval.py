@@ -124,3 +124,31 @@ def test_flatten_returns_the_flat_vector_an_unflattened_box_views():
     for b in (box, reordered):
         again = flatten(b, names)
         assert again is not flat and torch.equal(again.stacked, flat.stacked)
+
+
+def test_interval_step_returns_ordinary_tensors_and_constants_stay_ordinary():
+    """The step runs in inference mode, but its box (and the cached constants it first made
+    there) are ordinary tensors: they can be changed in place and take part in autograd."""
+    import mibpcert.interval.tensor as T
+    from mibpcert import mlp
+    from mibpcert.interval.tensor import Interval
+    from mibpcert.model import describe
+    from mibpcert.steps.interval import interval_step
+    from mibpcert.threats import LinfFeatures, TaskInfo
+
+    T._PAIRS.clear()
+    T._INF.clear()
+    model = mlp([2, 3, 1], seed=0)
+    spec = describe(model)
+    X = torch.randn(5, 2, dtype=torch.float64)
+    y = (X[:, 0] > 0).to(torch.float64)
+    box = {n: Interval.point(p.detach().clone()) for n, p in model.state_dict().items()}
+    sb = interval_step(spec, box, LinfFeatures(0.1).region(X, y, TaskInfo("binary", 2, 2, 5)), "bce", 0.1)
+    assert T._PAIRS and T._INF
+    for t in list(T._PAIRS.values()) + list(T._INF.values()):
+        assert not t.is_inference()
+    for iv in sb.params.values():
+        assert not iv.lo.is_inference() and not iv.hi.is_inference()
+        w = torch.zeros_like(iv.lo, requires_grad=True)
+        torch.clamp(w, iv.lo, iv.hi).sum().backward()  # saves the bounds for backward
+        iv.lo.clone().add_(1.0)

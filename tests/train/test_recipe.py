@@ -35,6 +35,81 @@ def test_nominal_equals_plain_sgd(loss, shuffle):
         assert torch.equal(model.state_dict()[name], p)
 
 
+@pytest.mark.parametrize("loss", ["bce", "ce", "mse"])
+def test_nominal_run_is_the_plain_torch_loop_bit_for_bit(loss):
+    """The nominal model is what ``torch.optim.SGD`` on torch's mean loss gives, bit for bit."""
+    import copy
+
+    import torch.nn.functional as F
+
+    task = TASK[loss]
+    X, y = make_data(task, 11, seed=4)
+    model = make_model(task, seed=5)
+    res = certified_train(model, X, y, LinfFeatures(0.01), TrainConfig(epochs=2, lr=0.2, batch_size=4, loss=loss))
+    fn = {"bce": lambda z, t: F.binary_cross_entropy_with_logits(z[:, 0], t), "ce": lambda z, t: F.cross_entropy(z, t.long()),
+          "mse": F.mse_loss}[loss]
+    net = copy.deepcopy(model)
+    opt = torch.optim.SGD(net.parameters(), lr=0.2)
+    for _ in range(2):
+        for i in range(0, 11, 4):
+            opt.zero_grad()
+            fn(net(X[i:i + 4]), y[i:i + 4]).backward()
+            opt.step()
+    for name, p in net.state_dict().items():
+        assert torch.equal(res.nominal.state_dict()[name], p), name
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_every_step_checks_the_updated_nominal_parameters(monkeypatch, contiguous):
+    """The per-step check reads the nominal parameters after the step (flat views of them, or
+    copies for a parameter that is not contiguous), not the values they had when the run began."""
+    import mibpcert.train as train_mod
+
+    X, y = make_data("binary", 11, seed=4)
+    model = make_model("binary", seed=5)
+    if not contiguous:
+        w = model[0].weight.detach()
+        model[0].weight = torch.nn.Parameter(w.T.contiguous().T)  # same values, column-major
+        assert not model[0].weight.is_contiguous()
+    seen = []
+    real = train_mod._step_numbers
+
+    def spy(flat, p, *args):
+        seen.append(p.clone())
+        return real(flat, p, *args)
+
+    monkeypatch.setattr(train_mod, "_step_numbers", spy)
+    res = certified_train(model, X, y, LinfFeatures(0.01), TrainConfig(epochs=2, lr=0.2, batch_size=4, loss="bce"))
+    assert len(seen) == 6 and not torch.equal(seen[0], seen[-1])
+    assert torch.equal(seen[-1], torch.cat([t.reshape(-1) for t in res.nominal.state_dict().values()]))
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_batch_regions_are_made_once_and_give_the_same_bounds(monkeypatch, shuffle):
+    """In the given order, each batch's threat region is made in the first epoch and reused (for a
+    data set under ``REGION_CACHE_BYTES``); the box is the one of fresh regions, bit for bit."""
+    import mibpcert.train as train_mod
+
+    X, y = make_data("binary", 11, seed=4)
+    model = make_model("binary", seed=5)
+    cfg = TrainConfig(epochs=3, lr=0.2, batch_size=4, loss="bce", shuffle=shuffle, seed=1)
+    calls = []
+
+    class Counted(LinfFeatures):
+        def region(self, Xb, yb, info):
+            calls.append(Xb)
+            return super().region(Xb, yb, info)
+
+    cached = certified_train(model, X, y, Counted(0.01), cfg)
+    assert len(calls) == (9 if shuffle else 3)
+    monkeypatch.setattr(train_mod, "REGION_CACHE_BYTES", 0)
+    calls.clear()
+    fresh = certified_train(model, X, y, Counted(0.01), cfg)
+    assert len(calls) == 9
+    for name, (lo, hi) in fresh.param_bounds.items():
+        assert torch.equal(cached.param_bounds[name][0], lo) and torch.equal(cached.param_bounds[name][1], hi), name
+
+
 def test_shuffle_orders_are_permutations_that_change_per_epoch():
     orders = [torch.cat(batch_indices(11, 4, e, True, 3)) for e in range(3)]
     for o in orders:

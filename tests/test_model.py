@@ -2,6 +2,8 @@
 twice), and whatever the reader cannot see through (hooks, parametrizations, subclasses with
 their own forward, shared weights) is refused before any work with an error naming it."""
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -347,3 +349,28 @@ def test_mlp_starts_from_the_same_weights_in_every_dtype():
     for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
         assert na == nb and pb.dtype == torch.float32
         assert torch.equal(pa.float(), pb)
+
+
+@pytest.mark.parametrize("setting, refused", [
+    ("torch.backends.fp32_precision = 'tf32'", {"cpu", "cuda"}),
+    ("torch.backends.cuda.matmul.fp32_precision = 'tf32'", {"cuda", "cpu"}),  # cpu: the legacy query is refused, so unknown
+    ("torch.backends.mkldnn.matmul.fp32_precision = 'bf16'", {"cpu", "cuda"}),
+    ("torch.backends.cuda.matmul.allow_tf32 = True", {"cuda", "cpu"}),
+    ("torch.backends.fp32_precision = 'ieee'", set()),
+    ("pass", set()),
+])
+def test_reduced_precision_through_either_precision_api_is_refused(setting, refused):
+    """torch's per-backend fp32_precision settings (which make its legacy queries raise once used)
+    are read too: a reduced or unknown float32 matmul precision is mibpcert's ValueError, IEEE
+    passes. In a subprocess, since these settings are process-wide."""
+    code = ("import torch\nfrom mibpcert.interval.tensor import check_exact_float32_matmul\n" + setting + "\n"
+            "for dev in ('cpu', 'cuda'):\n"
+            "    try:\n"
+            "        check_exact_float32_matmul(torch.float32, dev)\n"
+            "        check_exact_float32_matmul(torch.float64, dev)\n"
+            "    except ValueError as e:\n"
+            "        assert 'IEEE float32 matmuls' in str(e)\n"
+            "        print('refused', dev)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert {line.split()[1] for line in out.stdout.splitlines() if line.startswith("refused")} == refused

@@ -54,19 +54,40 @@ def _up(t: torch.Tensor) -> torch.Tensor:
     return torch.nextafter(t, _inf(t, False))
 
 
+def _reduced_float32_matmul(device_type: str) -> str | None:
+    """The reduced float32 matmul precision torch may use on ``device_type`` ("tf32", "bf16",
+    "high", ...), or None for IEEE float32. Reads torch's per-backend ``fp32_precision`` settings
+    where a torch has them and one is set (torch refuses the legacy queries once they are), else
+    ``get_float32_matmul_precision`` and, on CUDA, ``allow_tf32``."""
+    backend = torch.backends.cuda.matmul if device_type == "cuda" else getattr(torch.backends, "mkldnn", None)
+    new = getattr(getattr(backend, "matmul", backend), "fp32_precision", None) if backend is not None else None
+    if new not in (None, "none", "ieee"):
+        return str(new)
+    if new is not None:  # the new API is in use ("none" defers to the legacy settings, which torch may refuse to read)
+        try:
+            legacy = torch.get_float32_matmul_precision()
+        except RuntimeError:
+            return None if new == "ieee" else "unknown"
+    else:
+        legacy = torch.get_float32_matmul_precision()
+    if legacy != "highest":
+        return legacy
+    if device_type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return None
+
+
 def check_exact_float32_matmul(dtype: torch.dtype, device: torch.device) -> None:
     """The rounding bounds assume IEEE arithmetic; refuse float32 when torch may run its matmuls
-    in reduced precision (TF32 on CUDA, or a float32 matmul precision below "highest")."""
+    in reduced precision (TF32 or bf16 through either of torch's precision APIs, or a float32
+    matmul precision below "highest")."""
     if dtype != torch.float32:
         return
-    reduced = torch.get_float32_matmul_precision() != "highest"
-    if torch.device(device).type == "cuda":
-        reduced = reduced or torch.backends.cuda.matmul.allow_tf32
-    if reduced:
+    reduced = _reduced_float32_matmul(torch.device(device).type)
+    if reduced is not None:
         raise ValueError(
-            "float32 bounds need IEEE float32 matmuls, but torch may use reduced precision (TF32 or "
-            f"set_float32_matmul_precision({torch.get_float32_matmul_precision()!r})): call "
-            "torch.set_float32_matmul_precision('highest') (and torch.backends.cuda.matmul.allow_tf32 = False) "
+            f"float32 bounds need IEEE float32 matmuls, but torch may use reduced precision ({reduced}): call "
+            "torch.set_float32_matmul_precision('highest') (or set torch.backends.fp32_precision = 'ieee'), "
             "or use dtype='float64'"
         )
 

@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -483,6 +484,7 @@ def test_known_entries_are_exact_over_the_program():
     parameter in the box is feasible in the program (HiGHS's dual bounds on it reach the box's
     ends), so the interval value of the update is its exact range."""
     model, X, y, threat_f, _, loss = case_data("linf_k1-bce")
+    model = copy.deepcopy(model)  # case_data is cached: other tests get the same model object
     with torch.no_grad():
         model[0].bias[:2] = -50.0  # two hidden units dead for every input
     spec = describe(model)

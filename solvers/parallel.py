@@ -20,6 +20,8 @@ import os
 import signal
 from typing import Sequence
 
+from threadpoolctl import threadpool_limits
+
 from mibpcert.ir.program import LinearExpr, Program
 
 from .base import ObjectiveBound, SolveOptions
@@ -32,13 +34,20 @@ Job = tuple
 
 def solve_jobs(backend_name: str, jobs: list[Job], options: SolveOptions) -> list[list[ObjectiveBound]]:
     """Bound each job of one chunk with a fresh backend: what every executor runs per chunk (in a
-    worker, or in this process when serial), so a chunk's result does not depend on where it ran."""
+    worker, or in this process when serial), so a chunk's result does not depend on where it ran.
+
+    numpy's BLAS runs on one thread meanwhile. Between solves the backends take a few dot products
+    of program-sized vectors (e.g. HiGHS's rigorous dual bound); above ~10,000 entries OpenBLAS
+    spreads those over its threads, which then spin waiting for more work and take the core a
+    neighbouring worker needs (measured: two workers each ran at half speed, so ``workers=2``
+    gave no speed-up on 2 cores)."""
     backend = get_backend(backend_name)
     out = []
-    for job in jobs:
-        program, objs = job[0], list(job[1])
-        opts = dataclasses.replace(options, warm_start=job[2]) if len(job) > 2 and job[2] is not None else options
-        out.append(backend.bound(program, objs, opts))
+    with threadpool_limits(1, user_api="blas"):
+        for job in jobs:
+            program, objs = job[0], list(job[1])
+            opts = dataclasses.replace(options, warm_start=job[2]) if len(job) > 2 and job[2] is not None else options
+            out.append(backend.bound(program, objs, opts))
     return out
 
 

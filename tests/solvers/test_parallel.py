@@ -64,3 +64,30 @@ def test_workers_ignore_ctrl_c() -> None:
         again = bound_many("highs", jobs, SolveOptions(), pool=pool, jobs_per_chunk=1)
         assert list(pool._executor._processes) == pids, "a worker died on SIGINT"
     assert [_numbers(r) for r in first] == [_numbers(r) for r in again]
+
+
+def test_solves_run_with_single_threaded_blas(monkeypatch) -> None:
+    """Spinning BLAS helper threads took the core of the neighbouring worker (two workers ran at
+    half speed each): every chunk is solved with numpy's BLAS on one thread, and the caller's
+    setting is restored afterwards."""
+    import threadpoolctl
+
+    from mibpcert.solvers import parallel
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    seen = []
+
+    class Recorder:
+        def bound(self, program, objectives, options):
+            seen.append(blas_threads())
+            return []
+
+    monkeypatch.setattr(parallel, "get_backend", lambda name: Recorder())
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        outside = blas_threads()
+        assert outside and set(outside) == {2}, f"no BLAS library with 2 threads to check against: {outside}"
+        parallel.solve_jobs("highs", [(TINY[0].program, [TINY[0].objective])] * 2, SolveOptions())
+        assert blas_threads() == outside
+    assert seen == [[1] * len(outside)] * 2

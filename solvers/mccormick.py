@@ -37,7 +37,7 @@ _EPS = np.finfo(np.float64).eps
 
 
 class _Rows:
-    """Collects extra variables and rows appended to a program."""
+    """Collects extra variables and rows appended to a program (rows as blocks of triplets)."""
 
     def __init__(self, program: Program) -> None:
         self.n0 = program.num_vars
@@ -45,11 +45,12 @@ class _Rows:
         self.ub: list[float] = []
         self.is_bin: list[bool] = []
         self.names: list[str] = []
-        self.ri: list[int] = []
-        self.rj: list[int] = []
-        self.rv: list[float] = []
-        self.rlo: list[float] = []
-        self.rhi: list[float] = []
+        self.ri: list[np.ndarray] = []
+        self.rj: list[np.ndarray] = []
+        self.rv: list[np.ndarray] = []
+        self.rlo: list[np.ndarray] = []
+        self.rhi: list[np.ndarray] = []
+        self.num_rows = 0
 
     def var(self, lo: float, hi: float, binary: bool = False, name: str = "") -> int:
         self.lb.append(float(lo))
@@ -58,44 +59,66 @@ class _Rows:
         self.names.append(name)
         return self.n0 + len(self.lb) - 1
 
+    def rows(self, idx, coef, lo, hi, slack=0.0) -> None:
+        """Rows ``lo - slack <= sum_w coef[r, w] x[idx[r, w]] <= hi + slack`` (``idx``, ``coef``:
+        (rows, width), an index -1 pads a shorter row; the bounds per row or scalars; slack only
+        widens finite sides)."""
+        idx = np.atleast_2d(np.asarray(idx, dtype=np.int64))
+        r, w = idx.shape
+        lo, hi, slack = (np.broadcast_to(np.asarray(a, dtype=np.float64), (r,)) for a in (lo, hi, slack))
+        keep = idx.reshape(-1) >= 0
+        self.ri.append(np.repeat(np.arange(self.num_rows, self.num_rows + r), w)[keep])
+        self.rj.append(idx.reshape(-1)[keep])
+        self.rv.append(np.broadcast_to(np.asarray(coef, dtype=np.float64), (r, w)).reshape(-1)[keep])
+        self.rlo.append(np.where(np.isfinite(lo), lo - slack, lo))
+        self.rhi.append(np.where(np.isfinite(hi), hi + slack, hi))
+        self.num_rows += r
+
     def row(self, idx: list[int], coef: list[float], lo: float, hi: float, slack: float = 0.0) -> None:
-        """``lo - slack <= sum coef x[idx] <= hi + slack`` (slack only widens finite sides)."""
-        r = len(self.rlo)
-        self.ri.extend([r] * len(idx))
-        self.rj.extend(int(i) for i in idx)
-        self.rv.extend(float(c) for c in coef)
-        self.rlo.append(lo - slack if np.isfinite(lo) else lo)
-        self.rhi.append(hi + slack if np.isfinite(hi) else hi)
+        """One row (see :meth:`rows`)."""
+        self.rows([idx], [coef], lo, hi, slack)
+
+    def matrix(self, n: int) -> sp.csr_matrix:
+        cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
+        return sp.csr_matrix((cat(self.rv, np.float64), (cat(self.ri, np.int64), cat(self.rj, np.int64))),
+                             shape=(self.num_rows, n))
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
+        return cat(self.rlo), cat(self.rhi)
 
 
-def _slack(*mags: float) -> float:
-    """A few ulps of the largest magnitude in a row: absorbs rounding of bound products."""
-    return 8.0 * _EPS * (1.0 + sum(abs(m) for m in mags))
+def _slack(*mags):
+    """A few ulps of the largest magnitude in a row: absorbs rounding of bound products (scalars
+    or arrays, elementwise)."""
+    total = 0.0
+    for m in mags:
+        total = total + np.abs(m)
+    return 8.0 * _EPS * (1.0 + total)
 
 
-def _envelope(rows: _Rows, z: int, u: int, v: int, uL: float, uU: float, vL: float, vU: float,
-              lam: int | None = None) -> None:
-    """McCormick rows for ``z = u v`` on ``[uL,uU] x [vL,vU]``; with ``lam`` the rows are
-    homogenised (``const`` becomes ``const * x[lam]``), which is the per-piece form."""
-    # z - uL v - vL u >= -uL vL  etc.; in homogenised form the constant moves to the lam column.
-    specs = [  # (a, b, sign): z  -  a v - b u  (>= or <=)  - a b
-        (uL, vL, +1),
-        (uU, vU, +1),
-        (uU, vL, -1),
-        (uL, vU, -1),
-    ]
-    for a, b, sgn in specs:
-        c = -a * b
-        mags = (a * vL, a * vU, b * uL, b * uU, c)
-        s = _slack(*mags)
-        idx, coef = [z, v, u], [1.0, -a, -b]
-        if lam is None:
-            lo, hi = (c, np.inf) if sgn > 0 else (-np.inf, c)
-        else:
-            idx.append(lam)
-            coef.append(-c)
-            lo, hi = (0.0, np.inf) if sgn > 0 else (-np.inf, 0.0)
-        rows.row(idx, coef, lo, hi, s)
+def _envelope(z, u, v, uL, uU, vL, vU, lam=None):
+    """McCormick rows for ``z = u v`` on ``[uL,uU] x [vL,vU]`` (arrays of n products) as
+    ``(idx, coef, lo, hi, slack)`` for :meth:`_Rows.rows`, four rows per product, product by
+    product; with ``lam`` the rows are homogenised (``const`` becomes ``const * x[lam]``), which
+    is the per-piece form."""
+    # z - a v - b u >= -a b  (sign +1)  or  <= -a b  (sign -1);  a, b per row of the envelope.
+    a = np.stack([uL, uU, uU, uL], axis=-1)
+    b = np.stack([vL, vU, vL, vU], axis=-1)
+    lower_row = np.array([True, True, False, False])
+    c = -a * b
+    slack = _slack(a * vL[:, None], a * vU[:, None], b * uL[:, None], b * uU[:, None], c)
+    cols = [np.broadcast_to(x[:, None], a.shape) for x in (z, v, u)]
+    coefs = [np.ones_like(a), -a, -b]
+    if lam is None:
+        lo, hi = np.where(lower_row, c, -np.inf), np.where(lower_row, np.inf, c)
+    else:
+        cols.append(np.broadcast_to(lam[:, None], a.shape))
+        coefs.append(-c)
+        lo, hi = np.where(lower_row, 0.0, -np.inf), np.where(lower_row, np.inf, 0.0)
+        lo, hi = np.broadcast_to(lo, a.shape), np.broadcast_to(hi, a.shape)
+    return (np.stack(cols, axis=-1).reshape(-1, len(cols)), np.stack(coefs, axis=-1).reshape(-1, len(cols)),
+            lo.reshape(-1), hi.reshape(-1), slack.reshape(-1))
 
 
 def _prod_range(a: float, b: float, c: float, d: float) -> tuple[float, float]:
@@ -112,74 +135,96 @@ def relax_bilinear(program: Program, partitions: int = 1) -> Program:
     (``partitions == 1``, or a binary factor, where the envelope is already exact under
     integrality), or a partitioned McCormick formulation with ``partitions`` pieces and new
     binaries (two continuous factors). Original variables keep their indices; new ones are appended.
+    The rows of the first two kinds come product by product (built as arrays), then those of the
+    partitioned products.
     """
     if partitions < 1:
         raise ValueError("partitions must be >= 1")
     rows = _Rows(program)
     lb, ub, isb = program.lb, program.ub, program.is_binary
-    for k, (z, u, v) in enumerate(program.bilinear):
-        z, u, v = int(z), int(u), int(v)
-        uL, uU, vL, vU = float(lb[u]), float(ub[u]), float(lb[v]), float(ub[v])
-        if uL == uU or vL == vU:
-            # One factor fixed: z = c * other (or a constant if both are fixed).
-            if uL == uU:
-                c, other, oL, oU = uL, v, vL, vU
-            else:
-                c, other, oL, oU = vL, u, uL, uU
-            s = _slack(c * oL, c * oU)
-            rows.row([z, other], [1.0, -c], 0.0, 0.0, s)
-            continue
-        if partitions == 1 or isb[u] or isb[v]:
-            _envelope(rows, z, u, v, uL, uU, vL, vU)
-            continue
-        # Partition the factor with the larger range.
-        if (vU - vL) > (uU - uL):
-            u, v, uL, uU, vL, vU = v, u, vL, vU, uL, uU
-        P = int(partitions)
-        cuts = np.linspace(uL, uU, P + 1)
-        cuts[0], cuts[-1] = uL, uU
-        lam, us, vs, zs = [], [], [], []
-        for p in range(P):
-            a0, a1 = float(cuts[p]), float(cuts[p + 1])
-            lk = rows.var(0.0, 1.0, True, f"mc{k}.lam[{p}]")
-            uk = rows.var(min(0.0, a0), max(0.0, a1), False, f"mc{k}.u[{p}]")
-            vk = rows.var(min(0.0, vL), max(0.0, vU), False, f"mc{k}.v[{p}]")
-            zlo, zhi = _prod_range(a0, a1, vL, vU)
-            zk = rows.var(min(0.0, zlo), max(0.0, zhi), False, f"mc{k}.z[{p}]")
-            # a0 lam <= u_k <= a1 lam ;  vL lam <= v_k <= vU lam
-            rows.row([uk, lk], [1.0, -a0], 0.0, np.inf, _slack(a0))
-            rows.row([uk, lk], [1.0, -a1], -np.inf, 0.0, _slack(a1))
-            rows.row([vk, lk], [1.0, -vL], 0.0, np.inf, _slack(vL))
-            rows.row([vk, lk], [1.0, -vU], -np.inf, 0.0, _slack(vU))
-            _envelope(rows, zk, uk, vk, a0, a1, vL, vU, lam=lk)
-            lam.append(lk)
-            us.append(uk)
-            vs.append(vk)
-            zs.append(zk)
-        rows.row(lam, [1.0] * P, 1.0, 1.0)
-        rows.row([u] + us, [1.0] + [-1.0] * P, 0.0, 0.0, _slack(uL, uU))
-        rows.row([v] + vs, [1.0] + [-1.0] * P, 0.0, 0.0, _slack(vL, vU))
-        zmag = max(abs(uL * vL), abs(uL * vU), abs(uU * vL), abs(uU * vU))
-        rows.row([z] + zs, [1.0] + [-1.0] * P, 0.0, 0.0, _slack(zmag))
+    z, u, v = (np.asarray(program.bilinear, dtype=np.int64).reshape(-1, 3)).T
+    uL, uU, vL, vU = lb[u].astype(np.float64), ub[u].astype(np.float64), lb[v].astype(np.float64), ub[v].astype(np.float64)
+    fixed = (uL == uU) | (vL == vU)
+    split = ~fixed & (partitions > 1) & ~isb[u].astype(bool) & ~isb[v].astype(bool)
+    # One factor fixed: z = c * other (or a constant if both are fixed).
+    u_fixed = uL == uU
+    c = np.where(u_fixed, uL, vL)
+    other = np.where(u_fixed, v, u)
+    oL, oU = np.where(u_fixed, vL, uL), np.where(u_fixed, vU, uU)
+    fix_idx = np.stack([z, other], axis=1)
+    fix_coef = np.stack([np.ones_like(c), -c], axis=1)
+    fix_slack = _slack(c * oL, c * oU)
+    env = ~fixed & ~split
+    e_idx, e_coef, e_lo, e_hi, e_slack = _envelope(z[env], u[env], v[env], uL[env], uU[env], vL[env], vU[env])
+    # product order: a fixed product gives one row, an envelope four (padded to width 3)
+    count = np.where(fixed, 1, np.where(env, 4, 0))
+    first = np.cumsum(count) - count
+    total = int(count.sum())
+    idx = np.full((total, 3), -1, dtype=np.int64)
+    coef = np.zeros((total, 3))
+    lo, hi, slack = np.zeros(total), np.zeros(total), np.zeros(total)
+    at = first[fixed]
+    idx[at, :2], coef[at, :2], slack[at] = fix_idx[fixed], fix_coef[fixed], fix_slack[fixed]
+    at = (first[env][:, None] + np.arange(4)).reshape(-1)
+    idx[at], coef[at], lo[at], hi[at], slack[at] = e_idx, e_coef, e_lo, e_hi, e_slack
+    rows.rows(idx, coef, lo, hi, slack)
+    for k in np.flatnonzero(split):
+        _partition(rows, k, int(z[k]), int(u[k]), int(v[k]), float(uL[k]), float(uU[k]), float(vL[k]), float(vU[k]),
+                   int(partitions))
 
     n = program.num_vars + len(rows.lb)
     m0 = program.num_rows
-    extra = sp.csr_matrix((rows.rv, (rows.ri, rows.rj)), shape=(len(rows.rlo), n))
+    extra = rows.matrix(n)
     A0 = sp.csr_matrix(program.A, shape=(m0, program.num_vars))
     A0 = sp.hstack([A0, sp.csr_matrix((m0, n - program.num_vars))], format="csr")
     A = sp.vstack([A0, extra], format="csr")
     A.sum_duplicates()
+    rlo, rhi = rows.bounds()
     names = tuple(program.names) + tuple(rows.names) if program.names else ()
     return Program(
         lb=np.concatenate([program.lb, np.asarray(rows.lb, dtype=np.float64)]),
         ub=np.concatenate([program.ub, np.asarray(rows.ub, dtype=np.float64)]),
         is_binary=np.concatenate([program.is_binary.astype(bool), np.asarray(rows.is_bin, dtype=bool)]),
         A=A,
-        row_lb=np.concatenate([program.row_lb, np.asarray(rows.rlo, dtype=np.float64)]),
-        row_ub=np.concatenate([program.row_ub, np.asarray(rows.rhi, dtype=np.float64)]),
+        row_lb=np.concatenate([program.row_lb, rlo]),
+        row_ub=np.concatenate([program.row_ub, rhi]),
         bilinear=np.zeros((0, 3), dtype=np.int64),
         names=names,
     )
+
+
+def _partition(rows: _Rows, k: int, z: int, u: int, v: int, uL: float, uU: float, vL: float, vU: float, P: int) -> None:
+    """The partitioned McCormick formulation of product ``k``, ``z = u v`` (see module doc): the
+    factor with the larger range is cut into ``P`` pieces."""
+    if (vU - vL) > (uU - uL):
+        u, v, uL, uU, vL, vU = v, u, vL, vU, uL, uU
+    cuts = np.linspace(uL, uU, P + 1)
+    cuts[0], cuts[-1] = uL, uU
+    lam, us, vs, zs = [], [], [], []
+    for p in range(P):
+        a0, a1 = float(cuts[p]), float(cuts[p + 1])
+        lk = rows.var(0.0, 1.0, True, f"mc{k}.lam[{p}]")
+        uk = rows.var(min(0.0, a0), max(0.0, a1), False, f"mc{k}.u[{p}]")
+        vk = rows.var(min(0.0, vL), max(0.0, vU), False, f"mc{k}.v[{p}]")
+        zlo, zhi = _prod_range(a0, a1, vL, vU)
+        zk = rows.var(min(0.0, zlo), max(0.0, zhi), False, f"mc{k}.z[{p}]")
+        # a0 lam <= u_k <= a1 lam ;  vL lam <= v_k <= vU lam
+        rows.row([uk, lk], [1.0, -a0], 0.0, np.inf, _slack(a0))
+        rows.row([uk, lk], [1.0, -a1], -np.inf, 0.0, _slack(a1))
+        rows.row([vk, lk], [1.0, -vL], 0.0, np.inf, _slack(vL))
+        rows.row([vk, lk], [1.0, -vU], -np.inf, 0.0, _slack(vU))
+        f = lambda x: np.array([x], dtype=np.float64)  # noqa: E731
+        rows.rows(*_envelope(f(zk).astype(np.int64), f(uk).astype(np.int64), f(vk).astype(np.int64),
+                             f(a0), f(a1), f(vL), f(vU), lam=f(lk).astype(np.int64)))
+        lam.append(lk)
+        us.append(uk)
+        vs.append(vk)
+        zs.append(zk)
+    rows.row(lam, [1.0] * P, 1.0, 1.0)
+    rows.row([u] + us, [1.0] + [-1.0] * P, 0.0, 0.0, _slack(uL, uU))
+    rows.row([v] + vs, [1.0] + [-1.0] * P, 0.0, 0.0, _slack(vL, vU))
+    zmag = max(abs(uL * vL), abs(uL * vU), abs(uU * vL), abs(uU * vU))
+    rows.row([z] + zs, [1.0] + [-1.0] * P, 0.0, 0.0, _slack(zmag))
 
 
 def relax_binaries(program: Program) -> Program:

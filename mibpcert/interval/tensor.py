@@ -469,9 +469,15 @@ def hull_where(candidates: list[Interval], allowed: torch.Tensor) -> Interval:
     """The hull, at every position, of the candidate intervals allowed there: the least lower
     bound and the greatest upper bound over the ``k`` with ``allowed[..., k]`` (``allowed``
     broadcasts against ``(*shape, K)`` for K candidates of one ``shape``); ``[inf, -inf]`` (empty)
-    where none is allowed. Exact: the lower bounds are negated (exact) so that one maximum over
-    the candidates gives both bounds, and negated back."""
-    s = torch.stack([c.stacked for c in candidates], dim=-1)  # (2, *shape, K)
+    where none is allowed. Exact (see :func:`hull_last`)."""
+    return hull_last(Interval.from_stacked(torch.stack([c.stacked for c in candidates], dim=-1)), allowed)
+
+
+def hull_last(x: Interval, allowed: torch.Tensor) -> Interval:
+    """The hull over the last axis of ``x`` of the entries allowed there (``allowed`` broadcasts
+    against ``x``), that axis removed; ``[inf, -inf]`` (empty) where none is allowed. Exact: the
+    lower bounds are negated (exact) so that one maximum gives both bounds, and negated back."""
+    s = x.stacked  # (2, *shape, K)
     flipped = torch.where(allowed, s * _pair("sign", s.dtype, s.device, s.dim()), _inf(s, True))
     return Interval.from_stacked(flipped.amax(-1).mul_(_pair("sign", s.dtype, s.device, s.dim() - 1)))
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..interval.tensor import Interval, monotone, rounding_enabled
+from ..interval.tensor import Interval, hull_last, monotone, rounding_enabled
 from ..ir.encoder import pad_down, pad_up
 from .base import MulticlassLoss, encode_difference
 
@@ -48,11 +48,7 @@ def _grad(ls: Interval, mask: torch.Tensor) -> Interval:
     onehot_lo = mask.to(p.dtype)  # subtracting 1 at j is possible when j is an allowed label
     others = (mask.sum(dim=1, keepdim=True) - mask.to(torch.long)) > 0  # some allowed label != j
     sub_hi = torch.where(others, torch.zeros_like(p.lo), torch.ones_like(p.lo))  # least amount subtracted
-    grad = Interval(p.lo - onehot_lo, p.hi - sub_hi, check=False)
-    if rounding_enabled():
-        inf = torch.tensor(torch.inf, dtype=p.dtype, device=p.device)
-        grad = Interval(torch.nextafter(grad.lo, -inf), torch.nextafter(grad.hi, inf), check=False)
-    return grad
+    return p - Interval(sub_hi, onehot_lo, check=False)  # rounded outward
 
 
 class CrossEntropy(MulticlassLoss):
@@ -68,12 +64,7 @@ class CrossEntropy(MulticlassLoss):
 
     def interval_bounds(self, logits, mask):
         ls = self._log_softmax(logits, mask)
-        neg = -ls  # loss for label c lies in neg[:, c]
-        inf = torch.tensor(torch.inf, dtype=ls.dtype, device=ls.device)
-        loss = Interval(
-            torch.where(mask, neg.lo, inf).amin(dim=1), torch.where(mask, neg.hi, -inf).amax(dim=1), check=False
-        )
-        return loss, _grad(ls, mask)
+        return hull_last(-ls, mask), _grad(ls, mask)  # the loss for label c lies in -ls[:, c]
 
     def grad_bounds(self, logits, mask):
         return _grad(self._log_softmax(logits, mask), mask)

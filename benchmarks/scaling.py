@@ -74,14 +74,14 @@ TARGET_SIZE = (20, 100)  # Moons-100, 2-20-1: one full-batch step = one epoch
 TARGET_SEC = 10.0  # joint LP, s/epoch on 2 cores
 TARGET_SPEEDUP = 1.6  # 2 workers vs 1, joint step, idle machine
 QUIET_LOAD = 0.5  # 1-minute load average at the start below which nothing else is taken to run
+PRIOR_EXPONENT = 2.0  # skip estimate when one size of a sweep is measured
+LOSS, SEED = "hinge", 0
 
 
 def quiet(R: dict) -> bool:
     """Whether the machine ran nothing else when the benchmark started (the load averages during the
     run include the benchmark's own worker processes, so they cannot tell)."""
     return R["load_start"][0] < QUIET_LOAD
-PRIOR_EXPONENT = 2.0  # skip estimate when one size of a sweep is measured
-LOSS, SEED = "hinge", 0
 
 
 # ------------------------------------------------------------------------------------------------

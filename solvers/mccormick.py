@@ -147,13 +147,10 @@ def relax_bilinear(program: Program, partitions: int = 1) -> Program:
     fixed = (uL == uU) | (vL == vU)
     split = ~fixed & (partitions > 1) & ~isb[u].astype(bool) & ~isb[v].astype(bool)
     # One factor fixed: z = c * other (or a constant if both are fixed).
-    u_fixed = uL == uU
-    c = np.where(u_fixed, uL, vL)
-    other = np.where(u_fixed, v, u)
-    oL, oU = np.where(u_fixed, vL, uL), np.where(u_fixed, vU, uU)
-    fix_idx = np.stack([z, other], axis=1)
-    fix_coef = np.stack([np.ones_like(c), -c], axis=1)
-    fix_slack = _slack(c * oL, c * oU)
+    u_fixed = (uL == uU)[fixed]
+    c = np.where(u_fixed, uL[fixed], vL[fixed])
+    other = np.where(u_fixed, v[fixed], u[fixed])
+    oL, oU = np.where(u_fixed, vL[fixed], uL[fixed]), np.where(u_fixed, vU[fixed], uU[fixed])
     env = ~fixed & ~split
     e_idx, e_coef, e_lo, e_hi, e_slack = _envelope(z[env], u[env], v[env], uL[env], uU[env], vL[env], vU[env])
     # product order: a fixed product gives one row, an envelope four (padded to width 3)
@@ -164,7 +161,7 @@ def relax_bilinear(program: Program, partitions: int = 1) -> Program:
     coef = np.zeros((total, 3))
     lo, hi, slack = np.zeros(total), np.zeros(total), np.zeros(total)
     at = first[fixed]
-    idx[at, :2], coef[at, :2], slack[at] = fix_idx[fixed], fix_coef[fixed], fix_slack[fixed]
+    idx[at, 0], idx[at, 1], coef[at, 0], coef[at, 1], slack[at] = z[fixed], other, 1.0, -c, _slack(c * oL, c * oU)
     at = (first[env][:, None] + np.arange(4)).reshape(-1)
     idx[at], coef[at], lo[at], hi[at], slack[at] = e_idx, e_coef, e_lo, e_hi, e_slack
     rows.rows(idx, coef, lo, hi, slack)
@@ -213,9 +210,7 @@ def _partition(rows: _Rows, k: int, z: int, u: int, v: int, uL: float, uU: float
         rows.row([uk, lk], [1.0, -a1], -np.inf, 0.0, _slack(a1))
         rows.row([vk, lk], [1.0, -vL], 0.0, np.inf, _slack(vL))
         rows.row([vk, lk], [1.0, -vU], -np.inf, 0.0, _slack(vU))
-        f = lambda x: np.array([x], dtype=np.float64)  # noqa: E731
-        rows.rows(*_envelope(f(zk).astype(np.int64), f(uk).astype(np.int64), f(vk).astype(np.int64),
-                             f(a0), f(a1), f(vL), f(vU), lam=f(lk).astype(np.int64)))
+        rows.rows(*_envelope(*(np.array([x]) for x in (zk, uk, vk, a0, a1, vL, vU)), lam=np.array([lk])))
         lam.append(lk)
         us.append(uk)
         vs.append(vk)

@@ -139,6 +139,7 @@ class AffineBounder:
 
     needs_nominal = False
     with_trace = False  # whether the affine step also bounds its intermediate quantities
+    switch_symbols = True  # whether switching quantities become symbols (steps.affine)
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cap = cfg.affine_symbols
@@ -154,7 +155,7 @@ class AffineBounder:
         sb = step_intervals(state, region, ctx)
         cfg = ctx.cfg
         upd = affine_update(ctx.spec, self.theta, self.symbols, region, batch.index, get_loss(cfg.loss), ctx.lr,
-                            cfg.weight_decay, with_trace=self.with_trace)
+                            cfg.weight_decay, with_trace=self.with_trace, switch_symbols=self.switch_symbols)
         after, box, stats = self._refine(state, sb, batch, region, ctx, upd)
         self.theta = finish(after, self.symbols, self.cap)
         forms = params_box(self.theta)
@@ -190,6 +191,9 @@ class RelationalMibpBounder(AffineBounder):
 
     needs_nominal = True
     with_trace = True
+    # the program has no constraint tying a switch symbol to its sample's state: left free, it
+    # would widen the residual the solver bounds, where the independent part it replaces is tightened
+    switch_symbols = False
 
     def __init__(self, spec: ModelSpec, cfg: TrainConfig, info: TaskInfo) -> None:
         super().__init__(cfg)

@@ -232,7 +232,7 @@ def certified_train(
         )
     opt = torch.optim.SGD(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.method == "affine" or cfg.relational:
-        check_affine_size(spec, X.shape[0], spec.in_features, cfg.affine_symbols)
+        check_affine_size(spec, X.shape[0], spec.in_features, cfg.affine_symbols, cfg.batch_size)
     loss = get_loss(cfg.loss)
     state = nominal.state_dict()
     box: ParamBox = {n: Interval.point(state[n].detach().clone()) for n in spec.param_names}

@@ -1,7 +1,8 @@
 """Affine forms: relational enclosures ``x = c + G xi + e eta`` of torch tensors.
 
 ``xi`` in [-1, 1]^m are symbols shared by every quantity that carries them (the columns of ``G``,
-its last axis); ``eta`` is independent per entry, ``|eta| <= 1``, with radius ``e >= 0``: the part
+its last axis; symbols are numbered once for a whole computation and new ones are appended, so a
+form over fewer symbols is padded with zero columns where it meets another); ``eta`` is independent per entry, ``|eta| <= 1``, with radius ``e >= 0``: the part
 of the uncertainty that carries no relation. Two forms over the same symbols keep their
 correlation: ``x - x`` is exactly 0, where intervals would double the width.
 
@@ -95,13 +96,30 @@ class Affine:
         G = torch.cat([self.G, self.G.new_zeros(*self.shape, m - self.m)], dim=-1)
         return Affine(self.c, G, self.e)
 
+    def lift(self, where: torch.Tensor, first: int) -> "Affine":
+        """The independent parts of the entries ``where`` (a mask of the form's shape) as new
+        symbols ``first, first + 1, ...`` (one per entry, in row-major order; the form is padded
+        to ``first`` plus their number). Sound: an entry's independent term is used by this entry
+        alone, so naming it by a symbol that no other quantity carries changes no value; the
+        quantities computed from the lifted form then share it, which keeps their relation."""
+        idx = torch.nonzero(where.reshape(-1)).reshape(-1)
+        n = int(idx.numel())
+        out = self.pad(first + n)
+        if n == 0:
+            return out
+        flat_G = out.G.reshape(-1, out.m)  # a view of the padded (fresh) tensor
+        e = out.e.reshape(-1)
+        flat_G[idx, first + torch.arange(n, device=idx.device)] = e[idx]
+        return Affine(out.c, out.G, torch.where(where, 0.0, out.e))
+
     def reshape(self, *shape) -> "Affine":
         c = self.c.reshape(*shape)  # resolves a -1, which G cannot when it has no symbols (m = 0)
         return Affine(c, self.G.reshape(*c.shape, self.m), self.e.reshape(c.shape))
 
     # -- linear operations -------------------------------------------------------------------
     def combine(self, a: float, other: "Affine", b: float) -> "Affine":
-        """``a * self + b * other`` (same shape and symbols)."""
+        """``a * self + b * other`` (same shape; the form over fewer symbols is padded)."""
+        self, other = aligned(self, other)
         c = a * self.c + b * other.c
         G = a * self.G + b * other.G
         e = abs(a) * self.e + abs(b) * other.e
@@ -170,6 +188,13 @@ class Affine:
         return Affine(c, G, _finish(e, mag, 3))
 
 
+def aligned(*forms: Affine) -> tuple[Affine, ...]:
+    """The forms over the largest of their symbol counts (symbols are numbered globally and new
+    ones appended, so a form over fewer symbols does not carry the later ones)."""
+    m = max(f.m for f in forms)
+    return tuple(f.pad(m) for f in forms)
+
+
 def _ac(a: Affine) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """|c|, sum|G| and the total deviation radius r + e of a form."""
     r = a.gen_radius()
@@ -179,6 +204,8 @@ def _ac(a: Affine) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def linear(x: Affine, W: Affine, b: Affine | None) -> Affine:
     """``x @ W^T + b`` for inputs (B, in), weights (out, in) and bias (out,), all forms over the
     same symbols; the products of two forms leave their remainder in ``e``."""
+    x, W, *bias = aligned(x, W, *([b] if b is not None else []))
+    b = bias[0] if bias else None
     xa, xr, xd = _ac(x)
     wa, wr, wd = _ac(W)
     c = x.c @ W.c.T
@@ -196,6 +223,7 @@ def linear(x: Affine, W: Affine, b: Affine | None) -> Affine:
 
 def linear_t(d: Affine, W: Affine) -> Affine:
     """``d @ W`` for (B, out) and weights (out, in): the backward pass through a linear layer."""
+    d, W = aligned(d, W)
     da, dr, dd = _ac(d)
     wa, wr, wd = _ac(W)
     c = d.c @ W.c
@@ -207,6 +235,7 @@ def linear_t(d: Affine, W: Affine) -> Affine:
 
 def outer_sum(d: Affine, a: Affine) -> Affine:
     """``sum_b d[b, :, None] * a[b, None, :]`` for (B, out) and (B, in): a batch's weight gradient."""
+    d, a = aligned(d, a)
     da, dr, dd = _ac(d)
     aa, ar, ad = _ac(a)
     c = d.c.T @ a.c
@@ -218,6 +247,7 @@ def outer_sum(d: Affine, a: Affine) -> Affine:
 
 def outer_each(d: Affine, a: Affine) -> Affine:
     """``d[b, :, None] * a[b, None, :]`` per sample: (B, out, in) forms."""
+    d, a = aligned(d, a)
     da, dr, dd = _ac(d)
     aa, ar, ad = _ac(a)
     c = d.c.unsqueeze(2) * a.c.unsqueeze(1)

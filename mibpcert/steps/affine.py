@@ -9,6 +9,12 @@ affine forms ``theta = c + G xi`` (:mod:`mibpcert.interval.affine`) whose symbol
   in every step that sees it, and every such step uses the same symbol (keyed by the sample's
   index in the training set; a box that differs from the one first seen, or an unknown index,
   gets an independent term instead, which is always sound);
+* switch symbols: a quantity that switches, a ReLU's derivative whose unit may be on or off or a
+  loss gradient with no relation to the logits (a hinge sample that may cross its kink, an
+  interval gradient), multiplies a whole vector of the backward pass, so its enclosure becomes one
+  new symbol per sample and entry (:meth:`SymbolTable.lift`) shared by every parameter that
+  sample's gradient reaches. A sample that may switch then moves the parameters along its gradient
+  (a segment), not in a box of the same per-entry size;
 * step symbols: what a step's relaxations leave independent (products, ReLUs, loss gradients) is
   one new symbol per parameter entry after the update. When there are more than ``cap`` symbols,
   the step symbols that matter least (Girard's score ``|g|_1 - |g|_inf``) are enclosed in one new
@@ -23,6 +29,7 @@ is taken on forms, so the parameters' shared part cancels), as in the interval s
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -49,6 +56,13 @@ class SymbolTable:
         a checkpoint is loaded with (a data box on the GPU would not compare with the host's)."""
         state["data"] = {k: tuple(t.cpu() for t in v) for k, v in state["data"].items()}
         self.__dict__.update(state)
+
+    def lift(self, form: Affine, where: torch.Tensor) -> Affine:
+        """``form`` with the independent parts of the entries ``where`` as new symbols of the
+        table (:meth:`~mibpcert.interval.affine.Affine.lift`; entries without one get none)."""
+        out = form.lift(where & (form.e > 0), self.m)
+        self.m = out.m
+        return out
 
     def input_form(self, box: Interval, index: torch.Tensor | None, kind: str) -> Affine:
         """The inputs (B, d) of a batch in ``box`` as forms, with a shared symbol per sample and
@@ -104,10 +118,13 @@ class InputForms:
 
 
 def _forward_backward(spec: ModelSpec, theta: AffineParams, x: Affine, labels, loss: Loss, each: bool,
-                      trace: list | None = None) -> dict:
+                      trace: list | None = None, switches: SymbolTable | None = None) -> dict:
     """Gradient forms of every parameter: summed over the batch, or per sample (``each``). When
     ``trace`` is a list, the per-sample forms of every pre-activation, of d loss / d logits and of
-    every d loss / d pre-activation are appended to it as ``(pre, dlogits, deltas)``."""
+    every d loss / d pre-activation are appended to it as ``(pre, dlogits, deltas)``. With a table
+    ``switches``, the enclosures of switching quantities become its symbols (module docstring): the
+    loss gradient's entries whose independent part is at least their related part, and d loss /
+    d pre-activation where the ReLU's derivative is open."""
     pre, post, grads = [], [], []
     a = x
     for layer in spec.layers:
@@ -121,6 +138,8 @@ def _forward_backward(spec: ModelSpec, theta: AffineParams, x: Affine, labels, l
             grads.append(None)
         post.append(a)
     delta = loss.affine_grad(pre[-1], labels)
+    if switches is not None:
+        delta = switches.lift(delta, delta.e >= delta.gen_radius())
     dlogits = delta
     deltas: list[Affine] = [delta] * len(spec.layers)
     out: dict[str, Affine] = {}
@@ -135,27 +154,41 @@ def _forward_backward(spec: ModelSpec, theta: AffineParams, x: Affine, labels, l
             delta = linear_t(delta, theta[layer.weight])
             if grads[li - 1] is not None:
                 delta = delta.gate(grads[li - 1])
+                if switches is not None:
+                    delta = switches.lift(delta, grads[li - 1].lo < grads[li - 1].hi)
     if trace is not None:
         trace.append((pre, dlogits, deltas))
     return out
 
 
-def _chunk(m: int, per_sample: int, max_elements: int) -> int:
-    """Samples per chunk so that a chunk's forms hold about ``max_elements`` generator entries."""
-    return max(1, max_elements // max(1, per_sample * m))
+def _chunks(batch: int, per_sample: int, symbols: SymbolTable, grows: int, max_elements: int):
+    """Slices of the batch such that a chunk's forms hold about ``max_elements`` generator entries:
+    ``per_sample`` entries per sample over the table's symbols at the chunk's start, plus the
+    ``grows`` switch symbols a sample may add (``c * per_sample * (m + c * grows)`` for c samples)."""
+    s = 0
+    while s < batch:
+        a, b = per_sample * grows, per_sample * max(1, symbols.m)
+        c = max_elements // b if a == 0 else int((math.sqrt(b * b + 4 * a * max_elements) - b) / (2 * a))
+        c = max(1, c)
+        yield slice(s, s + c)
+        s += c
+
+
+def _switch_columns(spec: ModelSpec, switches: SymbolTable | None) -> int:
+    """The most switch symbols one sample adds to a step: one per logit and per hidden unit."""
+    return 0 if switches is None else sum(layer.out_features for layer in spec.layers)
 
 
 def _batch_grads(spec: ModelSpec, theta: AffineParams, x: InputForms, labels, loss: Loss, trace: list | None,
-                 max_elements: int = 1 << 24) -> dict:
+                 switches: SymbolTable | None, max_elements: int = 1 << 24) -> dict:
     """The batch gradient forms, summed over chunks of samples (memory does not grow with the
     batch); ``trace`` receives the bounds of each chunk's intermediate quantities."""
-    m = theta[spec.param_names[0]].m
-    chunk = _chunk(m, spec.in_features + sum(layer.out_features for layer in spec.layers), max_elements)
+    per_sample = spec.in_features + sum(layer.out_features for layer in spec.layers)
     total: dict[str, Affine] = {}
-    for s in range(0, x.batch, chunk):
-        sl = slice(s, s + chunk)
+    for sl in _chunks(x.batch, per_sample, x.symbols, _switch_columns(spec, switches), max_elements):
         parts: list | None = [] if trace is not None else None
-        g = _forward_backward(spec, theta, x.rows(sl), _rows_labels(labels, sl), loss, each=False, trace=parts)
+        g = _forward_backward(spec, theta, x.rows(sl), _rows_labels(labels, sl), loss, each=False, trace=parts,
+                              switches=switches)
         total = g if not total else {n: total[n] + g[n] for n in g}
         if parts:
             pre, dlogits, deltas = parts[0]
@@ -164,19 +197,19 @@ def _batch_grads(spec: ModelSpec, theta: AffineParams, x: InputForms, labels, lo
 
 
 def _budget_grads(spec: ModelSpec, theta: AffineParams, xb: InputForms, xp: InputForms, region, loss: Loss, k: int,
-                  max_elements: int = 1 << 24) -> dict:
+                  switches: SymbolTable | None, max_elements: int = 1 << 24) -> dict:
     """The batch gradient when at most k samples leave their base region: the sum of the base
     forms plus, per entry, the k largest increases (and decreases) of a sample's poisoned form over
     its base form. Per-sample forms are built a chunk of samples at a time (at most about
     ``max_elements`` generator entries), so memory does not grow with the batch."""
-    m = theta[spec.param_names[0]].m
-    chunk = _chunk(m, sum(f.c.numel() for f in theta.values()), max_elements)
+    per_sample = sum(f.c.numel() for f in theta.values())
     total: dict[str, Affine] = {}
     inc_hi: dict[str, list] = {n: [] for n in theta}
     inc_lo: dict[str, list] = {n: [] for n in theta}
-    for s in range(0, xb.batch, chunk):
-        sl = slice(s, s + chunk)
-        gb = _forward_backward(spec, theta, xb.rows(sl), _rows_labels(region.labels, sl), loss, each=True)
+    for sl in _chunks(xb.batch, per_sample, xb.symbols, _switch_columns(spec, switches), max_elements):
+        # the base forms go into the sum (their switches kept as symbols); a poisoned form is only
+        # compared with its base form, entry by entry, so its switches would name nothing
+        gb = _forward_backward(spec, theta, xb.rows(sl), _rows_labels(region.labels, sl), loss, each=True, switches=switches)
         gp = _forward_backward(spec, theta, xp.rows(sl), _rows_labels(region.poisoned_labels, sl), loss, each=True)
         for n in gb:
             part = gb[n].sum(0)
@@ -211,10 +244,12 @@ class AffineUpdate:
 
 
 def affine_update(spec: ModelSpec, theta: AffineParams, symbols: SymbolTable, region, index: torch.Tensor | None,
-                  loss: Loss, lr: float, weight_decay: float = 0.0, with_trace: bool = False) -> AffineUpdate:
+                  loss: Loss, lr: float, weight_decay: float = 0.0, with_trace: bool = False,
+                  switch_symbols: bool = True) -> AffineUpdate:
     """One SGD step on the mean batch loss over ``region``, on forms (see module docstring); the
-    symbols of samples seen for the first time are added to ``symbols``. ``with_trace``: also
-    bound the intermediate quantities (costs a few passes over the per-sample forms)."""
+    symbols of samples seen for the first time are added to ``symbols``, and with
+    ``switch_symbols`` those of the step's switching quantities. ``with_trace``: also bound the
+    intermediate quantities (costs a few passes over the per-sample forms)."""
     B = region.features.shape[0]
     k = region.k
     split = k is not None and 0 < k < B
@@ -225,14 +260,16 @@ def affine_update(spec: ModelSpec, theta: AffineParams, symbols: SymbolTable, re
     if split:
         xb = symbols.inputs(region.features, index, "base")
     theta = {n: f.pad(symbols.m) for n, f in theta.items()}
+    switches = symbols if switch_symbols else None
     chunks: list | None = None
     if split:
-        grads = _budget_grads(spec, theta, xb, x, region, loss, k)
+        grads = _budget_grads(spec, theta, xb, x, region, loss, k, switches)
     else:
         chunks = [] if with_trace else None
-        grads = _batch_grads(spec, theta, x, labs, loss, chunks)
+        grads = _batch_grads(spec, theta, x, labs, loss, chunks, switches)
     decay = 1.0 - lr * weight_decay
     new = {n: theta[n] if n in spec.frozen else theta[n].combine(decay, grads[n], -lr / B) for n in spec.param_names}
+    new = {n: f.pad(symbols.m) for n, f in new.items()}  # over every symbol the step added
     bounds = None
     if chunks:
         cat = lambda ivs: Interval(torch.cat([iv.lo for iv in ivs]), torch.cat([iv.hi for iv in ivs]), check=False)  # noqa: E731
@@ -305,12 +342,14 @@ def _reduce(theta: AffineParams, symbols: SymbolTable, cap: int) -> AffineParams
 MEMORY_LIMIT = 8 * 2**30  # bytes of generator tensors a step may need before the run is refused
 
 
-def check_size(spec: ModelSpec, n_samples: int, n_features: int, cap: int) -> None:
+def check_size(spec: ModelSpec, n_samples: int, n_features: int, cap: int, batch: int = 0) -> None:
     """Refuse, before training, a run whose forms would not fit in memory: every perturbed feature
     of every training sample may get a symbol (twice with a budget: base and poisoned regions),
+    every sample of a ``batch`` a switch symbol per logit and hidden unit until the step's end,
     a step holds a few copies of the parameter forms (parameters x symbols), and the per-sample
     forms are built in chunks of bounded size (about 2^24 generator entries each)."""
-    symbols = 2 * n_samples * n_features + cap + spec.num_params
+    switches = min(batch, n_samples) * sum(layer.out_features for layer in spec.layers)
+    symbols = 2 * n_samples * n_features + cap + spec.num_params + switches
     need = 8 * symbols * 8 * spec.num_params + 8 * 12 * 2**24
     if need > MEMORY_LIMIT:
         raise ValueError(

@@ -88,6 +88,36 @@ def test_relu_and_gate(seed):
     assert int(((grad.lo == 0) & (grad.hi == 1)).sum()) > 0 or seed % 3 == 0, "no ambiguous ReLU drawn"
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_lifted_independent_parts_keep_every_value_and_relate_what_follows(seed):
+    """``lift`` names the independent parts of chosen entries by new symbols (after a gap of
+    unused ones): each concrete value is the lifted form at the same symbols plus, as the new
+    symbols, the independent parts' own values; the other entries keep their independent part.
+    A form over fewer symbols meets it padded (a product with it stays sound), and a sum over
+    the lifted entries is no wider than before (shared, not independent)."""
+    gen = torch.Generator().manual_seed(seed)
+    f = rand_form((6, 3), gen, width=[1e-6, 0.1, 0.5, 1.0][seed])
+    f = Affine(f.c, f.G, f.e + 0.1 * torch.rand(6, 3, generator=gen, dtype=F64))  # every entry has one
+    where = torch.rand(6, 3, generator=gen) < 0.5
+    lifted = f.lift(where, M + 2)
+    n = int(where.sum())
+    assert lifted.m == M + 2 + n and bool((lifted.e[where] == 0).all()) and torch.equal(lifted.e[~where], f.e[~where])
+    xi = draws(gen)
+    eta = 2 * torch.rand(S, 6, 3, generator=gen, dtype=F64) - 1
+    eta[: S // 4] = torch.sign(eta[: S // 4])
+    v = f.c + torch.einsum("...m,sm->s...", f.G, xi) + f.e * eta
+    gap = 2 * torch.rand(S, 2, generator=gen, dtype=F64) - 1  # the unused symbols: any value
+    xi_l = torch.cat([xi, gap, eta.reshape(S, -1)[:, where.reshape(-1)]], 1)
+    assert_contains(lifted, v, xi_l, "lifted form")
+    centre = lifted.c + torch.einsum("...m,sm->s...", lifted.G, xi_l)
+    assert torch.allclose(centre[:, where], v[:, where], rtol=0, atol=1e-12), "lifted entries are exact at their symbols"
+    W = rand_form((2, 3), gen, width=0.2)  # over the first M symbols only
+    Wv = value(W, xi, gen)
+    assert_contains(linear(lifted, W, None), v @ Wv.transpose(1, 2), xi_l, "product with a form over fewer symbols")
+    total, before = lifted.sum(0), f.sum(0)
+    assert bool((total.radius() <= before.radius() * (1 + 1e-12)).all())
+
+
 def test_interval_and_bounds_round_outward():
     gen = torch.Generator().manual_seed(0)
     lo = torch.randn(1000, generator=gen, dtype=F64) * 1e3

@@ -48,7 +48,8 @@ def test_float32_is_refused():
 
 def test_chunks_of_samples_give_the_same_step():
     """The batch gradient built a few samples at a time (bounded memory) equals the one built in
-    one piece, up to rounding: the relaxations are per sample, chunking only splits the sum."""
+    one piece, up to rounding and the numbering of the switch symbols: the relaxations are per
+    sample, chunking only splits the sum."""
     import mibpcert.steps.affine as A
     from mibpcert import describe
     from mibpcert.losses import get_loss
@@ -73,7 +74,62 @@ def test_chunks_of_samples_give_the_same_step():
         out.append(upd)
     for n in out[0].theta:
         a, b = out[0].theta[n], out[1].theta[n]
-        assert torch.allclose(a.c, b.c, rtol=0, atol=1e-12) and torch.allclose(a.G, b.G, rtol=0, atol=1e-12)
+        # chunks number the switch symbols in another order: compare each entry's coefficients as a set
+        assert a.m == b.m
+        assert torch.allclose(a.c, b.c, rtol=0, atol=1e-12)
+        assert torch.allclose(a.G.sort(-1).values, b.G.sort(-1).values, rtol=0, atol=1e-12)
         assert torch.allclose(a.e, b.e, rtol=1e-6, atol=1e-12)
     for ia, ib in zip(out[0].trace[0], out[1].trace[0]):
         assert torch.allclose(ia.lo, ib.lo, atol=1e-12) and torch.allclose(ia.hi, ib.hi, atol=1e-12)
+
+
+def _kink_step(switch_symbols: bool):
+    """One step on one sample exactly at the hinge kink (margin 1, dyadic values, so exact): its
+    gradient is on or off, nothing else is uncertain. Returns the forms after the step and the two
+    concrete outcomes (flat)."""
+    import mibpcert.steps.affine as A
+    from mibpcert import describe
+    from mibpcert.losses import get_loss
+
+    net = mlp([2, 2, 1], seed=0)
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(2, dtype=F64))
+        net[0].bias.zero_()
+        net[2].weight.copy_(torch.tensor([[1.0, 2.0]], dtype=F64))
+        net[2].bias.zero_()
+    X, y = torch.tensor([[0.5, 0.25]], dtype=F64), torch.tensor([1.0], dtype=F64)
+    assert float(net(X).detach()) == 1.0, "the sample must sit exactly at the kink"
+    spec = describe(net)
+    region = LinfFeatures(0.0).region(X, y, TaskInfo("binary", 2, 2, 1))
+    sym = SymbolTable()
+    theta = A.params_from_box({n: Interval.point(p.detach()) for n, p in net.named_parameters()}, sym)
+    upd = A.affine_update(spec, theta, sym, region, torch.arange(1), get_loss("hinge"), 0.5, switch_symbols=switch_symbols)
+    params = list(net.parameters())
+    (-net(X)[0, 0]).backward()  # d (1 - z) / d theta: the gradient when the hinge is on
+    off = torch.cat([p.detach().reshape(-1) for p in params])
+    on = torch.cat([(p.detach() - 0.5 * p.grad).reshape(-1) for p in params])
+    return upd.theta, off, on
+
+
+def test_a_switching_sample_moves_the_parameters_along_its_gradient():
+    """With switch symbols the step's result is the segment between the two outcomes: a functional
+    orthogonal to the sample's gradient has (up to rounding) no width; without them the same
+    functional is as wide as the gradient's entries (a box). Both outcomes lie in both results."""
+    widths = {}
+    for switch in (True, False):
+        theta, off, on = _kink_step(switch)
+        names = list(theta)
+        c = torch.cat([theta[n].c.reshape(-1) for n in names])
+        G = torch.cat([theta[n].G.reshape(theta[n].c.numel(), -1) for n in names])
+        e = torch.cat([theta[n].e.reshape(-1) for n in names])
+        rad = G.abs().sum(1) + e
+        for point in (off, on):
+            assert bool(((point - c).abs() <= rad + 1e-12).all()), "a concrete outcome is outside the step's forms"
+        v = on - off
+        i, j = 4, 5  # the output weights, moved by 0.5 * (0.5, 0.25) when the hinge is on
+        assert float(v[i]) != 0 and float(v[j]) != 0
+        w = torch.zeros_like(c)
+        w[i], w[j] = v[j], -v[i]  # orthogonal to the gradient
+        widths[switch] = float((w @ G).abs().sum() + (w.abs() * e).sum())
+    assert widths[True] < 1e-12, widths
+    assert widths[False] > 1e-2, widths

@@ -102,6 +102,8 @@ class Affine:
         to ``first`` plus their number). Sound: an entry's independent term is used by this entry
         alone, so naming it by a symbol that no other quantity carries changes no value; the
         quantities computed from the lifted form then share it, which keeps their relation."""
+        if first < self.m:
+            raise ValueError(f"new symbols must follow the form's {self.m} symbols, not start at {first}")
         idx = torch.nonzero(where.reshape(-1)).reshape(-1)
         n = int(idx.numel())
         out = self.pad(first + n)
